@@ -1,0 +1,150 @@
+"""The ``omlcore`` command line: ``omlcore --version``, ``omlcore plugins``; training pipelines come later."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from omlcore import __version__
+from omlcore.errors import OmlcoreError, PluginLoadWarning
+
+__all__ = ["main"]
+
+_EPILOG = """\
+plugin switches (environment variables):
+  OMLCORE_DISABLE_PLUGINS=a,b        do not load these entry-point plugins
+  OMLCORE_PLUGINS=a,b                load only these entry-point plugins
+  OMLCORE_DISABLE_PLUGIN_AUTOLOAD=1  load no entry-point plugin except those in OMLCORE_PLUGINS
+  OMLCORE_TRACE_PLUGINS=1            trace plugin loading and registration to stderr
+"""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omlcore",
+        description="omlcore: metric learning for PyTorch, validated by retrieval.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"omlcore {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    plugins = commands.add_parser(
+        "plugins",
+        help="list plugins and every registered component, marking the unavailable ones and why",
+        description="List plugins (with distribution and version) and every registered component by kind.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plugins.add_argument("--kind", help="only components of this kind (e.g. loss, miner, transform)")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(handler=_cmd_plugins)
+    return parser
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from omlcore.plugins import get_plugin_manager
+    from omlcore.registry import KINDS
+
+    pm = get_plugin_manager()
+    registry = pm.registry
+    if args.kind is not None:
+        registry.names(args.kind)  # raises, with the closest kinds, when the kind is unknown
+    entries = registry.entries(kind=args.kind)
+    plugins = sorted(pm.infos.values(), key=lambda info: (info.source != "builtin", info.name))
+    if args.json:
+        payload: dict[str, Any] = {
+            "version": __version__,
+            "plugins": [
+                {
+                    "name": info.name,
+                    "source": info.source,
+                    "module": info.module,
+                    "distribution": info.distribution,
+                    "version": info.version,
+                    "status": info.status,
+                    "available": info.available,
+                    "detail": info.describe_status(),
+                }
+                for info in plugins
+            ],
+            "components": [
+                {
+                    "kind": entry.kind,
+                    "name": entry.name,
+                    "plugin": entry.plugin,
+                    "available": entry.available,
+                    "reason": entry.unavailable_reason,
+                    "summary": entry.summary,
+                }
+                for entry in entries
+            ],
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(f"omlcore {__version__}\n\nPlugins:")
+    _print_table(
+        [
+            (info.name, info.source, f"{info.distribution or '-'} {info.version or ''}".strip(), info.describe_status())
+            for info in plugins
+        ],
+        ("NAME", "SOURCE", "DISTRIBUTION", "STATUS"),
+    )
+    kinds = [args.kind] if args.kind else list(KINDS)
+    for kind in kinds:
+        kind_entries = [entry for entry in entries if entry.kind == kind]
+        print(f"\n{kind} ({len(kind_entries)}):" + ("" if kind_entries else " none registered"))
+        _print_table(
+            [
+                (
+                    entry.name,
+                    entry.plugin,
+                    "ok" if entry.available else "UNAVAILABLE",
+                    entry.unavailable_reason or entry.summary,
+                )
+                for entry in kind_entries
+            ]
+        )
+    return 0
+
+
+def _print_table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...] | None = None) -> None:
+    table = [header, *rows] if header else list(rows)
+    if not table:
+        return
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        print("  " + "  ".join([*cells, row[-1]]).rstrip())
+
+
+def _show_plugin_warning(message: warnings.WarningMessage) -> None:
+    print(f"warning: {message.message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 usage or omlcore error)."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PluginLoadWarning)
+        try:
+            status: int = args.handler(args)
+        except OmlcoreError as error:
+            status = 2
+            print(f"error: {error}", file=sys.stderr)
+        finally:
+            for message in caught:
+                if issubclass(message.category, PluginLoadWarning):
+                    _show_plugin_warning(message)
+                else:
+                    warnings.showwarning(
+                        message.message, message.category, message.filename, message.lineno, message.file, message.line
+                    )
+    return status

@@ -1,0 +1,43 @@
+"""Errors and warnings raised by omlcore.
+
+Every error is meant to be read by a person: it names the culprit (a column, a row, a file, a
+registry name, a plugin) and says how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DataValidationError",
+    "DuplicateComponentError",
+    "MissingDependencyError",
+    "OmlcoreError",
+    "PluginLoadWarning",
+    "UnknownComponentError",
+]
+
+
+class OmlcoreError(Exception):
+    """Base class of every error omlcore raises on purpose."""
+
+
+class MissingDependencyError(OmlcoreError, ImportError):
+    """An optional framework is needed but not installed; the message carries the pip command."""
+
+
+class UnknownComponentError(OmlcoreError, KeyError):
+    """A registry lookup used a name nobody registered; the message lists the closest known names."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateComponentError(OmlcoreError):
+    """Two plugins registered the same name for the same kind, and neither asked to override."""
+
+
+class DataValidationError(OmlcoreError, ValueError):
+    """A dataset (CSV / dataframe / image file) violates omlcore's data contract."""
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin failed to load or to register its components; it is skipped and the rest keeps working."""

@@ -1,0 +1,66 @@
+"""Shared fixtures: a clean plugin environment for every test, and fresh plugin managers on demand."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from omlcore.plugins import ENV_ALLOW, ENV_DISABLE, ENV_NO_AUTOLOAD, ENV_TRACE, reset_plugin_manager
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def clean_plugin_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No OMLCORE_* switch leaks in from the developer's shell, and no process-wide manager across tests."""
+    for name in (ENV_ALLOW, ENV_DISABLE, ENV_NO_AUTOLOAD, ENV_TRACE):
+        monkeypatch.delenv(name, raising=False)
+    reset_plugin_manager()
+    yield
+    reset_plugin_manager()
+
+
+def run_python(code: str, env: dict[str, str] | None = None, pythonpath: list[Path] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter of this environment (no OMLCORE_* switches unless given)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OMLCORE_")}
+    if pythonpath:
+        full_env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), full_env.get("PYTHONPATH", "")])
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+@pytest.fixture
+def python_runner() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_python
+
+
+@pytest.fixture(scope="session")
+def broken_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The broken fixture distribution, really installed (by pip) into a folder to put on sys.path."""
+    target = tmp_path_factory.mktemp("broken-site")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(FIXTURES / "omlcore-broken-plugin"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return target
