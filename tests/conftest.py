@@ -26,7 +26,9 @@ def clean_plugin_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_plugin_manager()
 
 
-def run_python(code: str, env: dict[str, str] | None = None, pythonpath: list[Path] | None = None) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, env: dict[str, str] | None = None, pythonpath: list[Path] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter of this environment (no OMLCORE_* switches unless given)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OMLCORE_")}
     if pythonpath:

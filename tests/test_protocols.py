@@ -225,9 +225,7 @@ def test_pml_components_fit_protocols_and_accept_our_tuples() -> None:
     # Reference: PML's definition, with explicit loops: L2-normalised embeddings (PML's default distance),
     # mean over the triplets with a positive loss (AvgNonZeroReducer).
     e = torch.nn.functional.normalize(embeddings.detach(), dim=1)
-    values = [
-        torch.relu((e[a] - e[p]).norm() - (e[a] - e[n]).norm() + 0.2) for a, p, n in zip(*triplets, strict=True)
-    ]
+    values = [torch.relu((e[a] - e[p]).norm() - (e[a] - e[n]).norm() + 0.2) for a, p, n in zip(*triplets, strict=True)]
     positive = [v for v in values if v > 0]
     expected = torch.stack(positive).mean()
     assert torch.allclose(ours, theirs) and torch.allclose(ours.detach(), expected)

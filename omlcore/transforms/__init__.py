@@ -1,0 +1,39 @@
+"""Image transforms without torchvision: PIL / numpy / torch operations and ready-made presets."""
+
+from __future__ import annotations
+
+from omlcore.transforms.ops import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CenterCrop,
+    ColorJitter,
+    Compose,
+    Interpolation,
+    Normalize,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    Resize,
+    ToTensor,
+)
+from omlcore.transforms.presets import resize_normalize, to_tensor, train_augmentations
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CenterCrop",
+    "ColorJitter",
+    "Compose",
+    "Interpolation",
+    "Normalize",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
+    "Resize",
+    "ToTensor",
+    "resize_normalize",
+    "to_tensor",
+    "train_augmentations",
+]

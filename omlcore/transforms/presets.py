@@ -1,0 +1,53 @@
+"""Ready-made transform pipelines (factories with keyword arguments, each returning a :class:`Compose`).
+
+Registered under their function names as ``transform`` components, so a dataset or a config can name
+them: ``ImageLabeledDataset(..., transform="train_augmentations")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from omlcore.transforms.ops import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ColorJitter,
+    Compose,
+    Normalize,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    Resize,
+    ToTensor,
+)
+
+__all__ = ["resize_normalize", "to_tensor", "train_augmentations"]
+
+
+def resize_normalize(
+    size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> Compose:
+    """Evaluation pipeline: resize to ``size x size`` (aspect ratio not kept), to tensor, normalise."""
+    return Compose([Resize(size), ToTensor(), Normalize(mean, std)])
+
+
+def train_augmentations(
+    size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    scale: tuple[float, float] = (0.2, 1.0),
+) -> Compose:
+    """Training pipeline: random resized crop to ``size x size``, horizontal flip, light colour jitter, normalise."""
+    return Compose(
+        [
+            RandomResizedCrop(size, scale=scale),
+            RandomHorizontalFlip(),
+            ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+            ToTensor(),
+            Normalize(mean, std),
+        ]
+    )
+
+
+def to_tensor() -> Compose:
+    """Only convert to a float tensor in [0, 1]: no resize, no normalisation (images keep their own size)."""
+    return Compose([ToTensor()])

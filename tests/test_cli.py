@@ -1,0 +1,117 @@
+"""The `omlcore` command line, run for real in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from omlcore import __version__
+from omlcore.cli import main
+
+HIDE_FRAMEWORKS = """
+import importlib.abc, sys
+HIDDEN = {hidden!r}
+
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HIDDEN:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, Hide())
+from omlcore.cli import main
+sys.exit(main({argv!r}))
+"""
+
+
+def omlcore_cli(python_runner, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    code = f"import sys; from omlcore.cli import main; sys.exit(main({list(args)!r}))"
+    return python_runner(code, **kwargs)
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"omlcore {__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "plugins" in out and "OMLCORE_DISABLE_PLUGINS" in out and "OMLCORE_PLUGINS" in out
+    assert main([]) == 0 and "usage: omlcore" in capsys.readouterr().out
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("omlcore")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"omlcore {__version__}"
+    module = subprocess.run([sys.executable, "-m", "omlcore", "--version"], capture_output=True, text=True, check=True)
+    assert module.stdout == result.stdout
+
+
+def test_plugins_lists_plugins_and_components(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == f"omlcore {__version__}"
+    for name, source, dist in [
+        ("omlcore", "builtin", f"omlcore {__version__}"),
+        ("torch", "entry point", f"omlcore {__version__}"),
+        ("lightning", "entry point", f"omlcore {__version__}"),
+        ("pml", "entry point", f"omlcore {__version__}"),
+        ("demo", "entry point", "omlcore-demo-plugin"),
+    ]:
+        row = next(line for line in lines if line.startswith("  ") and line.split()[:1] == [name])
+        assert source in row and dist in row
+    assert "\ntransform (" in out and "resize_normalize" in out and "demo.CentroidLoss" in out
+
+
+def test_plugins_json_and_kind_filter(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--json", "--kind", "transform"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert {c["kind"] for c in payload["components"]} == {"transform"}
+    assert {"resize_normalize", "demo.grayscale"} <= {c["name"] for c in payload["components"]}
+    demo = next(p for p in payload["plugins"] if p["name"] == "demo")
+    assert demo["distribution"] == "omlcore-demo-plugin" and demo["available"] is True
+
+
+def test_unknown_kind_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--kind", "losses"]) == 2
+    assert "error: Unknown component kind 'losses'. Did you mean: loss" in capsys.readouterr().err
+
+
+def test_broken_plugin_does_not_take_the_cli_down(python_runner, broken_plugin_site: Path) -> None:  # type: ignore[no-untyped-def]
+    result = omlcore_cli(python_runner, "plugins", pythonpath=[broken_plugin_site])
+    assert result.returncode == 0, result.stderr
+    assert "warning: omlcore plugin 'broken_import'" in result.stderr
+    assert "warning: omlcore plugin 'broken_hook'" in result.stderr
+    assert "Traceback" not in result.stderr
+    broken_row = next(line for line in result.stdout.splitlines() if line.split()[:1] == ["broken_import"])
+    assert "omlcore-broken-plugin 6.6.6" in broken_row and "failed to load: ModuleNotFoundError" in broken_row
+    assert "demo.CentroidLoss" in result.stdout and "resize_normalize" in result.stdout
+
+    disabled = omlcore_cli(
+        python_runner,
+        "plugins",
+        pythonpath=[broken_plugin_site],
+        env={"OMLCORE_DISABLE_PLUGINS": "broken_import,broken_hook"},
+    )
+    assert disabled.returncode == 0 and disabled.stderr == ""
+    assert "disabled by OMLCORE_DISABLE_PLUGINS" in disabled.stdout
+
+
+@pytest.mark.parametrize(("plugin", "hidden"), [("lightning", "lightning"), ("pml", "pytorch_metric_learning")])
+def test_adapter_without_its_framework_is_marked_unavailable(python_runner, plugin: str, hidden: str) -> None:  # type: ignore[no-untyped-def]
+    result = python_runner(HIDE_FRAMEWORKS.format(hidden=[hidden], argv=["plugins", "--json"]))
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    info = next(p for p in payload["plugins"] if p["name"] == plugin)
+    assert info["status"] == "loaded" and info["available"] is False
+    assert f'pip install "omlcore[{plugin}]"' in info["detail"]
+    components = [c for c in payload["components"] if c["plugin"] == plugin]
+    assert components and all(not c["available"] and f'"omlcore[{plugin}]"' in c["reason"] for c in components)
+    others = [p for p in payload["plugins"] if p["name"] in {"omlcore", "torch", "demo"}]
+    assert all(p["available"] for p in others)
