@@ -115,6 +115,8 @@ class PluginInfo:
     status: Status = "loaded"
     error: str | None = None
     missing: dict[str, str | None] = field(default_factory=dict)  # missing module -> extra that installs it
+    components: int = 0
+    unavailable_components: int = 0
 
     @property
     def available(self) -> bool:
@@ -132,7 +134,9 @@ class PluginInfo:
             fixes = sorted(
                 {install_hint(extra) if extra else f"pip install {mod}" for mod, extra in self.missing.items()}
             )
-            return f"unavailable: needs {', '.join(sorted(self.missing))} ({'; '.join(fixes)})"
+            state = "unavailable" if self.unavailable_components == self.components else "partly available"
+            needs = f"{self.unavailable_components} of {self.components} components need"
+            return f"{state}: {needs} {', '.join(sorted(self.missing))} ({'; '.join(fixes)})"
         return "available"
 
 
@@ -224,7 +228,9 @@ class OmlcorePluginManager(pluggy.PluginManager):
                 self._log(f"{entry.kind} {entry.name!r} <- plugin {name!r}")
             info = self.infos.get(name)
             if info is not None:
-                info.missing = {m: e.extra for e in staged for m in e.missing}
+                unavailable = [entry for entry in staged if not entry.available]
+                info.missing = {module: entry.extra for entry in unavailable for module in entry.missing}
+                info.components, info.unavailable_components = len(staged), len(unavailable)
         return registry
 
 
