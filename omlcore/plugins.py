@@ -147,7 +147,7 @@ class OmlcorePluginManager(pluggy.PluginManager):
         super().__init__(hookspecs.PROJECT_NAME)
         self.add_hookspecs(hookspecs)
         self.settings = settings if settings is not None else PluginSettings.from_env()
-        self.infos: dict[str, PluginInfo] = {}
+        self._infos: dict[str, PluginInfo] = {}
         self._registry: Registry | None = None
         self._log = self.trace.root.get("omlcore")
         if self.settings.trace:
@@ -157,7 +157,7 @@ class OmlcorePluginManager(pluggy.PluginManager):
     def register_plugin(self, plugin: object, info: PluginInfo) -> None:
         """Register an in-process plugin object (a module or any object with ``@hookimpl`` functions)."""
         self.register(plugin, name=info.name)
-        self.infos[info.name] = info
+        self._infos[info.name] = info
         self._registry = None
         self._log(f"registered plugin {info.name!r} ({info.module})")
 
@@ -181,7 +181,7 @@ class OmlcorePluginManager(pluggy.PluginManager):
                 info.status = reason
                 if reason == "blocked":
                     self.set_blocked(ep.name)
-                self.infos[ep.name] = info
+                self._infos[ep.name] = info
                 self._log(f"skipped plugin {ep.name!r}: {reason}")
                 continue
             try:
@@ -192,8 +192,15 @@ class OmlcorePluginManager(pluggy.PluginManager):
                 _warn(_failure_message(info))
             else:
                 self._log(f"loaded plugin {ep.name!r} from {dist_name} {version}")
-            self.infos[ep.name] = info
+            self._infos[ep.name] = info
         self._registry = None
+
+    @property
+    def infos(self) -> dict[str, PluginInfo]:
+        """Every plugin found (loaded, skipped or failed), by name; builds the registry first, which fills in
+        the availability of each plugin's components."""
+        self.registry  # noqa: B018
+        return self._infos
 
     @property
     def registry(self) -> Registry:
@@ -219,14 +226,14 @@ class OmlcorePluginManager(pluggy.PluginManager):
                     caller = self.subset_hook_caller(hook_name, remove_plugins=others)
                     caller(registry=Registrar(kind, name, staged.append))
             except Exception as error:
-                info = self.infos.setdefault(name, PluginInfo(name, "builtin", _module_name(plugin)))
+                info = self._infos.setdefault(name, PluginInfo(name, "builtin", _module_name(plugin)))
                 info.status, info.error = "failed", f"{type(error).__name__}: {error}"
                 _warn(_failure_message(info))
                 continue
             for entry in staged:
                 registry.add(entry)
                 self._log(f"{entry.kind} {entry.name!r} <- plugin {name!r}")
-            info = self.infos.get(name)
+            info = self._infos.get(name)
             if info is not None:
                 unavailable = [entry for entry in staged if not entry.available]
                 info.missing = {module: entry.extra for entry in unavailable for module in entry.missing}

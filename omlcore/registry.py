@@ -43,6 +43,8 @@ KINDS: dict[str, str] = {
 
 Target = str | Callable[[], Callable[..., Any]]
 
+_MAX_LISTED = 20  # an unknown-name error lists every known name of the kind up to this many
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -233,8 +235,9 @@ class Registry:
             message += f" Did you mean: {', '.join(suggestions)}?"
         if elsewhere:
             message += f" ('{name}' is registered as a {' and a '.join(elsewhere)}.)"
-        message += f" Known {kind} names: {', '.join(sorted(kind_entries)) or '(none)'}."
-        message += " Run `omlcore plugins` to list every component; a plugin providing it may be missing or disabled."
+        if len(kind_entries) <= _MAX_LISTED:
+            message += f" Known {kind} names: {', '.join(sorted(kind_entries)) or '(none)'}."
+        message += f" `omlcore plugins --kind {kind}` lists them all; a plugin providing it may be missing or disabled."
         raise UnknownComponentError(message)
 
     def load(self, kind: str, name: str) -> Callable[..., Any]:

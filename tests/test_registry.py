@@ -100,13 +100,21 @@ def test_unknown_name_lists_closest_names_and_other_kinds() -> None:
         registry.get("loss", "tripplet")
     message = str(info.value)
     assert message.startswith("Unknown loss 'tripplet'. Did you mean: triplet")
-    assert "Known loss names: arcface, triplet, triplet_with_miner" in message and "omlcore plugins" in message
+    assert "Known loss names: arcface, triplet, triplet_with_miner" in message
+    assert "`omlcore plugins --kind loss` lists them all" in message
     with pytest.raises(UnknownComponentError, match="'hard' is registered as a miner"):
         registry.get("loss", "hard")
     with pytest.raises(UnknownComponentError, match="Did you mean: arcface"):
         registry.get("loss", "ArcFace")
     with pytest.raises(UnknownComponentError, match="Unknown component kind 'losses'. Did you mean: loss"):
         registry.get("losses", "triplet")
+
+
+def test_unknown_name_among_many_does_not_list_them_all() -> None:
+    registry = make_registry(*[("loss", f"loss{i:02d}", "m:L", "p") for i in range(25)])
+    with pytest.raises(UnknownComponentError) as info:
+        registry.get("loss", "loss7")
+    assert "loss07" in str(info.value) and "Known loss names" not in str(info.value)
 
 
 def test_unavailable_entry_names_the_extra() -> None:
