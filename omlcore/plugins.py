@@ -219,6 +219,7 @@ class OmlcorePluginManager(pluggy.PluginManager):
         for name, plugin in self.list_name_plugin():
             if name is None or plugin is None:
                 continue
+            info = self._infos.setdefault(name, PluginInfo(name, "builtin", _module_name(plugin)))
             staged: list[Entry] = []
             others = [p for n, p in self.list_name_plugin() if n != name]
             try:
@@ -226,18 +227,15 @@ class OmlcorePluginManager(pluggy.PluginManager):
                     caller = self.subset_hook_caller(hook_name, remove_plugins=others)
                     caller(registry=Registrar(kind, name, staged.append))
             except Exception as error:
-                info = self._infos.setdefault(name, PluginInfo(name, "builtin", _module_name(plugin)))
                 info.status, info.error = "failed", f"{type(error).__name__}: {error}"
                 _warn(_failure_message(info))
                 continue
             for entry in staged:
                 registry.add(entry)
                 self._log(f"{entry.kind} {entry.name!r} <- plugin {name!r}")
-            info = self._infos.get(name)
-            if info is not None:
-                unavailable = [entry for entry in staged if not entry.available]
-                info.missing = {module: entry.extra for entry in unavailable for module in entry.missing}
-                info.components, info.unavailable_components = len(staged), len(unavailable)
+            unavailable = [entry for entry in staged if not entry.available]
+            info.missing = {module: entry.extra for entry in unavailable for module in entry.missing}
+            info.components, info.unavailable_components = len(staged), len(unavailable)
         return registry
 
 

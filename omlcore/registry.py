@@ -108,7 +108,7 @@ class Entry:
         obj: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             obj = getattr(obj, part)
-        return obj  # type: ignore[no-any-return]
+        return obj
 
     def build(self, *args: Any, **kwargs: Any) -> Any:
         """Load the factory and call it; wrong argument names raise an error listing the accepted ones."""
