@@ -199,7 +199,7 @@ def test_from_pml_dispatches_on_tuple_length() -> None:
     assert type(Pairs.from_pml(t)) is Pairs
     with pytest.raises(ValueError, match="looks like pairs"):
         Triplets.from_pml(p)
-    with pytest.raises(ValueError, match="3 .* or 4"):
+    with pytest.raises(ValueError, match=r"3 .* or 4"):
         indices_from_pml((torch.tensor([0]),) * 2)
 
 

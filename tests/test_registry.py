@@ -85,7 +85,7 @@ def test_override_wins_whatever_the_order() -> None:
     second.registrar("loss", "beta").register("x", "b:B", override=True)
     second.registrar("loss", "alpha").register("x", "a:A")
     assert first.get("loss", "x").plugin == second.get("loss", "x").plugin == "beta"
-    with pytest.raises(DuplicateComponentError, match="'beta'.*'gamma'"):
+    with pytest.raises(DuplicateComponentError, match=r"'beta'.*'gamma'"):
         second.registrar("loss", "gamma").register("x", "c:C", override=True)
 
 
@@ -106,7 +106,7 @@ def test_unknown_name_lists_closest_names_and_other_kinds() -> None:
         registry.get("loss", "hard")
     with pytest.raises(UnknownComponentError, match="Did you mean: arcface"):
         registry.get("loss", "ArcFace")
-    with pytest.raises(UnknownComponentError, match="Unknown component kind 'losses'. Did you mean: loss"):
+    with pytest.raises(UnknownComponentError, match=r"Unknown component kind 'losses'\. Did you mean: loss"):
         registry.get("losses", "triplet")
 
 
