@@ -1,0 +1,57 @@
+"""PML miners as omlcore miners (:class:`~omlcore.protocols.Miner`): PML's indices, as ``Triplets`` / ``Pairs``.
+
+Importing this module does not import PML; :func:`miner_factory` does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import Tensor, nn
+
+from omlcore.protocols import Pairs, Triplets, indices_from_pml
+from omlcore.utils.optional import require
+
+__all__ = ["PMLMiner", "PMLMinerFactory", "miner_factory"]
+
+
+class PMLMiner(nn.Module):
+    """Wraps a PML miner: ``miner(embeddings, labels, ref_emb=None, ref_labels=None) -> Triplets | Pairs``.
+
+    The PML miner stays reachable as ``.miner`` (a submodule, so its parameters, buffers and recorded
+    statistics such as ``num_triplets`` move and save with the wrapper).
+    """
+
+    def __init__(self, miner: nn.Module) -> None:
+        super().__init__()
+        self.miner = miner
+
+    def forward(
+        self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None = None, ref_labels: Tensor | None = None
+    ) -> Triplets | Pairs:
+        return indices_from_pml(self.miner(embeddings, labels, ref_emb, ref_labels))
+
+
+class PMLMinerFactory:
+    """Builds ``PMLMiner(miner_class(*args, **kwargs))``; has the signature of ``miner_class``."""
+
+    def __init__(self, miner_class: type[nn.Module]) -> None:
+        self.miner_class = miner_class
+        self.__signature__ = inspect.signature(miner_class)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> PMLMiner:
+        return PMLMiner(self.miner_class(*args, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"PMLMinerFactory({self.miner_class.__module__}.{self.miner_class.__qualname__})"
+
+
+def miner_factory(class_name: str) -> PMLMinerFactory:
+    """The factory of the wrapped PML miner ``class_name``; imports PML.
+
+    Raises:
+        MissingDependencyError: PML is not installed (the message has ``pip install "omlcore[pml]"``).
+    """
+    miners = require("pytorch_metric_learning.miners", "pml", what=f"miner 'pml.{class_name}'")
+    return PMLMinerFactory(getattr(miners, class_name))

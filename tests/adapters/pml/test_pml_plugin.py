@@ -1,0 +1,285 @@
+"""The ``pml`` plugin registers every PML loss and miner; miners are wrapped to return Triplets / Pairs."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import pytest
+import torch
+
+import omlcore
+import omlcore_pml
+import omlcore_pml.plugin as pml_plugin
+from omlcore import hookspecs
+from omlcore.protocols import Loss, Miner, Pairs, Triplets
+from omlcore.registry import KINDS, Registry
+from omlcore_pml.miners import PMLMiner
+from omlcore_pml.names import PML_LOSSES, PML_MINERS
+
+pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
+pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
+
+HINT = 'pip install "omlcore[pml]"'
+
+
+def plugin_registry() -> Registry:
+    registry = Registry()
+    for kind, hook in KINDS.items():
+        if hasattr(pml_plugin, hook):
+            getattr(pml_plugin, hook)(registry.registrar(kind, "pml"))
+    return registry
+
+
+def run_python(code: str) -> Any:
+    """Run ``code`` in a fresh interpreter that imports omlcore and the adapters as this one does; return its JSON."""
+    roots = [str(Path(omlcore.__file__).parents[1]), str(Path(omlcore_pml.__file__).parents[1])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*roots, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def is_stub(function: Callable[..., Any]) -> bool:
+    """True for a method whose body (after any docstring) is only ``raise NotImplementedError``."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError):
+        return False
+    body = tree.body[0].body if isinstance(tree.body[0], ast.FunctionDef) else []
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return (
+        len(body) == 1
+        and isinstance(body[0], ast.Raise)
+        and "NotImplementedError" in ast.unparse(body[0].exc or ast.Constant(None))
+    )
+
+
+def concrete_pml_classes(module: Any, base: type) -> list[str]:
+    """The subclasses of ``base`` that ``module`` exports, minus abstract bases (a PML method still a stub)."""
+    names = []
+    for name, cls in inspect.getmembers(module, inspect.isclass):
+        if not issubclass(cls, base):
+            continue
+        methods = inspect.getmembers(cls, inspect.isfunction)
+        pml_methods = [
+            method for _, method in methods if (method.__module__ or "").startswith("pytorch_metric_learning")
+        ]
+        if not any(is_stub(method) for method in pml_methods):
+            names.append(name)
+    return sorted(names)
+
+
+def test_static_names_equal_the_concrete_classes_pml_exports() -> None:
+    assert list(PML_LOSSES) == concrete_pml_classes(pml_losses, pml_losses.BaseMetricLossFunction)
+    assert list(PML_MINERS) == concrete_pml_classes(pml_miners, pml_miners.BaseMiner)
+    # the stub detection leaves out exactly PML's abstract bases
+    losses = {
+        name
+        for name, cls in inspect.getmembers(pml_losses, inspect.isclass)
+        if issubclass(cls, pml_losses.BaseMetricLossFunction)
+    }
+    assert losses - set(PML_LOSSES) == {"BaseMetricLossFunction", "GenericPairLoss"}
+    miners = {
+        name for name, cls in inspect.getmembers(pml_miners, inspect.isclass) if issubclass(cls, pml_miners.BaseMiner)
+    }
+    assert miners - set(PML_MINERS) == {"BaseMiner"}
+
+
+def test_hookimpls_match_the_hookspecs() -> None:
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    manager.register(pml_plugin, name="pml")
+    manager.check_pending()  # every hookimpl is a known hook with the right argument names
+    assert len(manager.hook.register_losses.get_hookimpls()) == 1
+    assert len(manager.hook.register_miners.get_hookimpls()) == 1
+
+
+def test_registers_every_loss_and_miner() -> None:
+    registry = plugin_registry()
+    assert registry.names("loss") == sorted(f"pml.{name}" for name in PML_LOSSES)
+    assert registry.names("miner") == sorted(f"pml.{name}" for name in PML_MINERS)
+    assert len(registry) == len(PML_LOSSES) + len(PML_MINERS)
+    for entry in registry:
+        assert entry.plugin == "pml"
+        assert entry.requires == ("pytorch_metric_learning",)
+        assert entry.extra == "pml"
+        assert entry.available
+        assert entry.summary and "\n" not in entry.summary
+    for name in PML_LOSSES:
+        entry = registry.get("loss", f"pml.{name}")
+        assert entry.target == f"pytorch_metric_learning.losses:{name}"
+        assert entry.load() is getattr(pml_losses, name)
+    for name in PML_MINERS:
+        factory = registry.load("miner", f"pml.{name}")
+        assert inspect.signature(factory) == inspect.signature(getattr(pml_miners, name))
+
+
+def batch(seed: int = 0, size: int = 24, dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    embeddings = torch.nn.functional.normalize(torch.randn(size, dim, generator=generator), dim=1)
+    labels = torch.arange(size) % 4
+    return embeddings.requires_grad_(), labels
+
+
+def test_loss_by_name_equals_pml() -> None:
+    loss = plugin_registry().build("loss", "pml.TripletMarginLoss", margin=0.3)
+    assert type(loss) is pml_losses.TripletMarginLoss
+    assert isinstance(loss, Loss)
+    embeddings, labels = batch()
+    expected = pml_losses.TripletMarginLoss(margin=0.3)(embeddings, labels)
+    value = loss(embeddings, labels)
+    assert value.ndim == 0 and value.item() > 0
+    torch.testing.assert_close(value, expected, rtol=0, atol=0)
+
+
+MINERS = [
+    ("MultiSimilarityMiner", {"epsilon": 0.2}, Pairs),
+    ("BatchHardMiner", {}, Triplets),
+    ("TripletMarginMiner", {"margin": 0.3, "type_of_triplets": "semihard"}, Triplets),
+    ("PairMarginMiner", {"pos_margin": 0.1, "neg_margin": 0.9}, Pairs),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "kind"), MINERS)
+def test_wrapped_miner_equals_pml(name: str, args: dict[str, Any], kind: type) -> None:
+    miner = plugin_registry().build("miner", f"pml.{name}", **args)
+    reference = getattr(pml_miners, name)(**args)
+    assert isinstance(miner, PMLMiner) and isinstance(miner, Miner)
+    assert type(miner.miner) is type(reference)
+    assert miner.miner in list(miner.modules())
+    embeddings, labels = batch()
+
+    mined = miner(embeddings, labels)
+    expected = reference(embeddings, labels)
+    assert type(mined) is kind
+    assert len(mined) == len(expected)
+    for got, want in zip(mined, expected, strict=True):
+        assert torch.equal(got, want)
+    assert not mined.is_empty()
+    # PML's recorded statistics live on the wrapped miner
+    count = "num_triplets" if kind is Triplets else "num_pos_pairs"
+    assert getattr(miner.miner, count) == len(mined[0]) == getattr(reference, count)
+
+    ref_emb, ref_labels = batch(seed=1, size=16)
+    mined = miner(embeddings, labels, ref_emb, ref_labels)
+    expected = reference(embeddings, labels, ref_emb, ref_labels)
+    for got, want in zip(mined, expected, strict=True):
+        assert torch.equal(got, want)
+    assert int(mined[1].max()) < 16  # positives index the reference set
+
+
+@pytest.mark.parametrize("name", PML_MINERS)
+def test_every_miner_builds_with_defaults_and_equals_pml(name: str) -> None:
+    miner = plugin_registry().build("miner", f"pml.{name}")
+    reference = getattr(pml_miners, name)()
+    assert miner.state_dict().keys() == {f"miner.{key}" for key in reference.state_dict()}
+    embeddings, labels = batch()
+    torch.manual_seed(0)  # some miners sample
+    mined = miner(embeddings, labels)
+    torch.manual_seed(0)
+    expected = reference(embeddings, labels)
+    assert type(mined) is (Triplets if len(expected) == 3 else Pairs)
+    for got, want in zip(mined, expected, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_loss_takes_the_wrapped_miners_indices() -> None:
+    registry = plugin_registry()
+    embeddings, labels = batch()
+    for miner_name, loss_name in [("TripletMarginMiner", "TripletMarginLoss"), ("PairMarginMiner", "ContrastiveLoss")]:
+        mined = registry.build("miner", f"pml.{miner_name}")(embeddings, labels)
+        loss = registry.build("loss", f"pml.{loss_name}")(embeddings, labels, indices_tuple=mined)
+        reference_tuple = getattr(pml_miners, miner_name)()(embeddings, labels)
+        expected = getattr(pml_losses, loss_name)()(embeddings, labels, indices_tuple=reference_tuple)
+        torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+        (gradient,) = torch.autograd.grad(loss, embeddings)
+        assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+
+
+def test_miner_signature_is_checked() -> None:
+    registry = plugin_registry()
+    accepted = ", ".join(inspect.signature(pml_miners.TripletMarginMiner).parameters).replace(", kwargs", "")
+    with pytest.raises(TypeError, match="too many positional arguments") as error:
+        registry.build("miner", "pml.TripletMarginMiner", 0.2, "all", "extra")
+    assert f"Accepted arguments: {accepted}" in str(error.value)
+    # PML takes **kwargs everywhere, so a misspelt keyword reaches PML, which rejects it
+    with pytest.raises(TypeError, match="marginn"):
+        registry.build("miner", "pml.TripletMarginMiner", marginn=0.2)
+
+
+def test_registering_and_listing_imports_no_framework() -> None:
+    result = run_python(
+        """
+        import json, sys
+        import omlcore_pml.plugin as plugin
+        from omlcore.registry import KINDS, Registry
+
+        registry = Registry()
+        for kind, hook in KINDS.items():
+            if hasattr(plugin, hook):
+                getattr(plugin, hook)(registry.registrar(kind, "pml"))
+        listing = [(e.kind, e.name, e.summary, e.available, e.unavailable_reason) for e in registry.entries()]
+        frameworks = {"lightning", "pytorch_lightning", "lightning_fabric", "pytorch_metric_learning"}
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in frameworks)
+        print(json.dumps({"entries": len(listing), "heavy": heavy}))
+        """
+    )
+    assert result == {"entries": len(PML_LOSSES) + len(PML_MINERS), "heavy": []}
+
+
+def test_without_pml_entries_are_unavailable_with_the_install_hint() -> None:
+    result = run_python(
+        """
+        import importlib.abc, json, sys
+
+        class HidePML(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "pytorch_metric_learning" or name.startswith("pytorch_metric_learning."):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+
+        sys.meta_path.insert(0, HidePML())
+        import omlcore_pml.plugin as plugin
+        from omlcore.errors import MissingDependencyError
+        from omlcore.registry import KINDS, Registry
+        from omlcore_pml.miners import miner_factory
+
+        registry = Registry()
+        for kind, hook in KINDS.items():
+            if hasattr(plugin, hook):
+                getattr(plugin, hook)(registry.registrar(kind, "pml"))
+        out = {}
+        for entry in registry.entries():
+            try:
+                entry.build()
+                error = None
+            except MissingDependencyError as exc:
+                error = str(exc)
+            out[entry.name] = {"available": entry.available, "reason": entry.unavailable_reason, "error": error}
+        try:
+            miner_factory("BatchHardMiner")
+        except MissingDependencyError as exc:
+            out["direct"] = str(exc)
+        print(json.dumps(out))
+        """
+    )
+    direct = result.pop("direct")
+    assert HINT in direct and "miner 'pml.BatchHardMiner'" in direct
+    assert sorted(result) == sorted(f"pml.{name}" for name in PML_LOSSES + PML_MINERS)
+    for name, entry in result.items():
+        assert entry["available"] is False, name
+        assert entry["reason"] == f"needs pytorch_metric_learning, not installed: {HINT}"
+        assert entry["error"] is not None and HINT in entry["error"] and f"'{name}'" in entry["error"]
