@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +43,18 @@ def run_python(
 @pytest.fixture
 def python_runner() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_python
+
+
+@pytest.fixture
+def python_json() -> Callable[[str], Any]:
+    """Run (dedented) ``code`` in a fresh interpreter; it must succeed and print JSON as its last line."""
+
+    def run(code: str) -> Any:
+        result = run_python(textwrap.dedent(code))
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    return run
 
 
 @pytest.fixture(scope="session")

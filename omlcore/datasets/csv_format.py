@@ -17,6 +17,7 @@ in pixels (``x_1 < x_2``, ``y_1 < y_2``; all four empty means the whole image).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,8 @@ MAX_REPORTED_ROWS = 5
 
 _TRUE_TEXT = ("true", "1", "1.0")
 _FALSE_TEXT = ("false", "0", "0.0")
+_TRUE_VALUES = (True, "True", *_TRUE_TEXT)  # True also matches 1 and 1.0
+_FALSE_VALUES = (False, "False", *_FALSE_TEXT)
 _ABSOLUTE_PATH_PATTERN = r"(?:[A-Za-z]:)?[\\/]" if os.name == "nt" else r"/"
 _BBOX_NAMES = ", ".join(f"'{column}'" for column in BBOX_COLUMNS)
 
@@ -108,18 +111,21 @@ def _values(series: pd.Series) -> Callable[[int], str]:
 
 def _blank(series: pd.Series) -> pd.Series:
     """Missing values and empty / whitespace-only strings."""
-    missing = series.isna()
+    blank = series.isna()
     if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-        return missing
-    text = series.where(~missing, "").astype(str)
-    return missing | (text.str.strip() == "")
+        return blank
+    blank |= series == ""
+    rest = ~blank
+    with contextlib.suppress(AttributeError):  # AttributeError: an object column without any string
+        blank[rest] = (series[rest].str.strip() == "").to_numpy(dtype=bool)
+    return blank
 
 
 def _parse_labels(column: pd.Series) -> tuple[pd.Series, pd.Series]:
     """``(labels as float64, bad)``: bad marks values that are not integers (text, fractions, empty, inf)."""
     if pd.api.types.is_bool_dtype(column):
         return column.astype("float64"), pd.Series(True, index=column.index)
-    numeric = pd.to_numeric(column.where(~_blank(column)), errors="coerce").astype("float64")
+    numeric = pd.to_numeric(column, errors="coerce").astype("float64")
     finite = np.isfinite(numeric)
     bad = ~finite | (numeric != np.round(numeric.where(finite, 0.0)))
     return numeric, bad
@@ -127,14 +133,19 @@ def _parse_labels(column: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def _parse_flags(column: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     """``(values, missing, bad)`` of a boolean column: True/False, true/false (any case), 1/0, as text or numbers."""
-    missing = _blank(column)
     if pd.api.types.is_bool_dtype(column):
+        missing = column.isna()
         return column.fillna(False).astype(bool), missing, pd.Series(False, index=column.index)
     if pd.api.types.is_numeric_dtype(column):
-        true, false = column == 1, column == 0
-    else:
-        text = column.where(~missing, "").astype(str).str.strip().str.lower()
-        true, false = text.isin(_TRUE_TEXT), text.isin(_FALSE_TEXT)
+        missing, true, false = column.isna(), column == 1, column == 0
+    else:  # exact spellings first (cheap), then the few other values are stripped and lower-cased
+        missing, true, false = column.isna() | (column == ""), column.isin(_TRUE_VALUES), column.isin(_FALSE_VALUES)
+        other = ~missing & ~true & ~false
+        if other.any():
+            text = column[other].astype(str).str.strip().str.lower()
+            missing[other] = (text == "").to_numpy()
+            true[other] = text.isin(_TRUE_TEXT).to_numpy()
+            false[other] = text.isin(_FALSE_TEXT).to_numpy()
     return true.astype(bool), missing, ~missing & ~true & ~false
 
 
@@ -265,9 +276,8 @@ def _check_lone_queries(
         )
 
 
-def _check_categories(df: pd.DataFrame, labels: pd.Series | None, report: _Report) -> None:
-    category = df[CATEGORY_COLUMN]
-    empty = _blank(category)
+def _check_categories(category: pd.Series, empty: pd.Series, labels: pd.Series | None, report: _Report) -> None:
+    """Report rows without a category (``empty``) and labels that appear in several categories."""
     if empty.any():
         report.add(
             f"Column '{CATEGORY_COLUMN}': {int(empty.sum())} row(s) have no category ({report.rows(empty)}). "
@@ -292,6 +302,15 @@ def _check_categories(df: pd.DataFrame, labels: pd.Series | None, report: _Repor
         )
 
 
+def _bbox_text(numeric: pd.DataFrame, raw: pd.DataFrame, position: int) -> str:
+    """``"x_1=1, x_2=<empty>, ..."``: numbers from ``numeric``, anything else as written in ``raw``."""
+    shown = []
+    for column in BBOX_COLUMNS:
+        value = numeric[column].iloc[position]
+        shown.append(f"{column}={value:g}" if np.isfinite(value) else f"{column}={_show(raw[column].iloc[position])}")
+    return ", ".join(shown)
+
+
 def _check_bboxes(df: pd.DataFrame, out: pd.DataFrame, report: _Report) -> pd.Series | None:
     """Check the bbox columns; returns the mask of rows with a complete, valid bbox (None: no bbox columns)."""
     present = [column for column in BBOX_COLUMNS if column in df.columns]
@@ -305,10 +324,11 @@ def _check_bboxes(df: pd.DataFrame, out: pd.DataFrame, report: _Report) -> pd.Se
             "Fix: add the missing column(s), or remove the bbox columns to use whole images."
         )
         return None
-    empty = pd.DataFrame({column: _blank(df[column]) for column in BBOX_COLUMNS})
-    numeric = pd.DataFrame(
-        {column: pd.to_numeric(df[column].where(~empty[column]), errors="coerce") for column in BBOX_COLUMNS}
-    ).astype("float64")
+    numeric = pd.DataFrame({column: pd.to_numeric(df[column], errors="coerce") for column in BBOX_COLUMNS})
+    numeric = numeric.astype("float64")
+    empty = numeric.isna()
+    for column in BBOX_COLUMNS:  # only non-numbers can be blank
+        empty.loc[empty[column], column] = _blank(df.loc[empty[column], column]).to_numpy()
     for column in BBOX_COLUMNS:
         bad = ~empty[column] & ~np.isfinite(numeric[column])
         if bad.any():
@@ -321,7 +341,7 @@ def _check_bboxes(df: pd.DataFrame, out: pd.DataFrame, report: _Report) -> pd.Se
         out[column] = numeric[column]
 
     def describe(position: int) -> str:
-        return ", ".join(f"{column}={_show(df[column].iloc[position])}" for column in BBOX_COLUMNS)
+        return _bbox_text(numeric, df, position)
 
     filled = (~empty).sum(axis=1)
     partial = (filled > 0) & (filled < len(BBOX_COLUMNS))
@@ -374,7 +394,7 @@ def _check_files(
     with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 4)) as pool:
         decoded = dict(zip(existing, pool.map(_decode, existing), strict=True))
     errors = {path: result for path, result in decoded.items() if isinstance(result, str)}
-    unreadable = paths.isin(list(errors)) & ~empty_path
+    unreadable = paths.isin(list(errors))
     if unreadable.any():
         report.add(
             f"Column '{PATH_COLUMN}': {int(unreadable.sum())} row(s) point to a file Pillow cannot decode as an image "
@@ -390,7 +410,7 @@ def _check_files(
     if outside.any():
 
         def describe(position: int) -> str:
-            box = ", ".join(f"{column}={out[column].iloc[position]:g}" for column in BBOX_COLUMNS)
+            box = _bbox_text(out, out, position)
             return f"{box} in {paths.iloc[position]!r} of size {int(width.iloc[position])}x{int(height.iloc[position])}"
 
         report.add(
@@ -412,7 +432,7 @@ def validate_dataframe(
 
     The copy has ``label`` as int64, ``is_query`` / ``is_gallery`` as bool (False on train rows), ``path`` as
     absolute path strings, the bbox columns as float (NaN: no bbox), ``split``, ``category`` and ``sequence``
-    as given. No row is ever dropped.
+    as given (empty strings there become missing values). No row is ever dropped.
 
     Args:
         df: one row per image.
@@ -460,19 +480,19 @@ def validate_dataframe(
                 "dataset_root, or absolute), or remove the row(s)."
             )
 
-    parsed: dict[str, pd.Series | None] = {}
     if SPLIT_COLUMN in df.columns:
         is_train, is_validation = _check_split(df, report)
         parsed = _check_flags(df, out, report, is_train, is_validation)
-        query, gallery = parsed.get(IS_QUERY_COLUMN), parsed.get(IS_GALLERY_COLUMN)
+        query, gallery = parsed[IS_QUERY_COLUMN], parsed[IS_GALLERY_COLUMN]
         if labels is not None and query is not None and gallery is not None and not allow_lone_queries:
             _check_lone_queries(labels, query, gallery, is_validation, report)
 
     if CATEGORY_COLUMN in df.columns:
-        _check_categories(df, labels, report)
-    for column in (CATEGORY_COLUMN, SEQUENCE_COLUMN):
-        if column in df.columns and not pd.api.types.is_numeric_dtype(df[column]):
-            out[column] = df[column].where(~_blank(df[column]))
+        no_category = _blank(df[CATEGORY_COLUMN])
+        out[CATEGORY_COLUMN] = df[CATEGORY_COLUMN].where(~no_category)
+        _check_categories(df[CATEGORY_COLUMN], no_category, labels, report)
+    if SEQUENCE_COLUMN in df.columns:
+        out[SEQUENCE_COLUMN] = df[SEQUENCE_COLUMN].where(~_blank(df[SEQUENCE_COLUMN]))
     valid_bbox = _check_bboxes(df, out, report)
 
     if empty_path is not None and check_images != "none":

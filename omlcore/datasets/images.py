@@ -65,7 +65,7 @@ def resolve_transform(transform: TransformSpec) -> Callable[[Image.Image], Any]:
             built = registry.build_from_config("transform", transform)
         if not callable(built):
             raise TypeError(f"transform {transform!r} built a {type(built).__name__}, which is not callable")
-        return built  # type: ignore[no-any-return]
+        return built
     if callable(transform):
         return transform
     raise TypeError(
@@ -106,13 +106,15 @@ class ImageBaseDataset(Dataset[dict[str, Any]]):
     ) -> None:
         if split not in (SPLIT_TRAIN, SPLIT_VALIDATION, None):
             raise ValueError(f"split must be '{SPLIT_TRAIN}', '{SPLIT_VALIDATION}' or None (all rows), got {split!r}")
-        self.source = Path(data) if not isinstance(data, pd.DataFrame) else None
-        if self.source is not None:
+        if isinstance(data, pd.DataFrame):
+            self.source: Path | None = None
+            table = validate_dataframe(data, dataset_root, check_images="none", allow_lone_queries=allow_lone_queries)
+        elif isinstance(data, (str, os.PathLike)):
+            self.source = Path(data)
+            dataset_root = dataset_root if dataset_root is not None else self.source.parent
             table = read_dataset_csv(
                 self.source, dataset_root, check_images="none", allow_lone_queries=allow_lone_queries
             )
-        elif isinstance(data, pd.DataFrame):
-            table = validate_dataframe(data, dataset_root, check_images="none", allow_lone_queries=allow_lone_queries)
         else:
             raise TypeError(f"data must be a pandas DataFrame or the path of a CSV file, got {type(data).__name__}")
         if split is not None:
@@ -122,8 +124,10 @@ class ImageBaseDataset(Dataset[dict[str, Any]]):
                     f"{self._what()} has no rows with split == '{split}'. Fix: mark the rows to use with "
                     f"split='{split}', or pass split=None to use every row."
                 )
-        if check_images != "none":
-            validate_dataframe(table, check_images=check_images, allow_lone_queries=True, source=self.source)
+        if check_images != "none":  # files of the selected rows only; the column checks above covered every row
+            validate_dataframe(
+                table, dataset_root, check_images=check_images, allow_lone_queries=True, source=self.source
+            )
         self.df = table
         self.split = split
         self.transform = resolve_transform(transform)
@@ -200,7 +204,8 @@ class ImageBaseDataset(Dataset[dict[str, Any]]):
 
     def __repr__(self) -> str:
         split = f"split={self.split!r}" if self.split is not None else "all splits"
-        return f"{type(self).__name__}({len(self)} items, {split}, from {self._what().lower()})"
+        origin = f"from '{self.source}'" if self.source is not None else "from a dataframe"
+        return f"{type(self).__name__}({len(self)} items, {split}, {origin})"
 
 
 class ImageLabeledDataset(ImageBaseDataset):

@@ -176,8 +176,8 @@ class CenterCrop:
         image = _check_image(image, "CenterCrop")
         crop_height, crop_width = self.size
         width, height = image.size
-        top = int(round((height - crop_height) / 2.0))
-        left = int(round((width - crop_width) / 2.0))
+        top = round((height - crop_height) / 2.0)
+        left = round((width - crop_width) / 2.0)
         return image.crop((left, top, left + crop_width, top + crop_height))
 
     def __repr__(self) -> str:
@@ -222,17 +222,17 @@ class RandomResizedCrop:
         for _ in range(10):
             target_area = area * _uniform(*self.scale)
             aspect = math.exp(_uniform(*log_ratio))
-            crop_width = int(round(math.sqrt(target_area * aspect)))
-            crop_height = int(round(math.sqrt(target_area / aspect)))
+            crop_width = round(math.sqrt(target_area * aspect))
+            crop_height = round(math.sqrt(target_area / aspect))
             if 0 < crop_width <= width and 0 < crop_height <= height:
                 top = int(torch.randint(0, height - crop_height + 1, (1,)).item())
                 left = int(torch.randint(0, width - crop_width + 1, (1,)).item())
                 return top, left, crop_height, crop_width
         in_ratio = width / height
         if in_ratio < self.ratio[0]:
-            crop_width, crop_height = width, int(round(width / self.ratio[0]))
+            crop_width, crop_height = width, round(width / self.ratio[0])
         elif in_ratio > self.ratio[1]:
-            crop_width, crop_height = int(round(height * self.ratio[1])), height
+            crop_width, crop_height = round(height * self.ratio[1]), height
         else:
             crop_width, crop_height = width, height
         return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width

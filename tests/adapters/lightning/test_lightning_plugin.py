@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import subprocess
-import sys
-import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pluggy
 import pytest
 import torch
 
-import omlcore
-import omlcore_lightning
 import omlcore_lightning.plugin as lightning_plugin
 from omlcore import hookspecs
 from omlcore.errors import MissingDependencyError
@@ -37,17 +32,6 @@ def plugin_registry() -> Registry:
         if hasattr(lightning_plugin, hook):
             getattr(lightning_plugin, hook)(registry.registrar(kind, "lightning"))
     return registry
-
-
-def run_python(code: str) -> dict[str, object]:
-    """Run ``code`` in a fresh interpreter that imports omlcore and the adapters as this one does; return its JSON."""
-    roots = [str(Path(omlcore.__file__).parents[1]), str(Path(omlcore_lightning.__file__).parents[1])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*roots, os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def test_hookimpls_match_the_hookspecs() -> None:
@@ -187,8 +171,8 @@ def test_csv_logger_and_checkpoint_in_a_real_trainer(tmp_path: Path) -> None:
     assert state["global_step"] == 3 and "layer.weight" in state["state_dict"]
 
 
-def test_registering_and_listing_imports_no_framework() -> None:
-    result = run_python(
+def test_registering_and_listing_imports_no_framework(python_json: Callable[[str], Any]) -> None:
+    result = python_json(
         """
         import json, sys
         import omlcore_lightning.plugin as plugin
@@ -207,8 +191,8 @@ def test_registering_and_listing_imports_no_framework() -> None:
     assert result == {"entries": len(CALLBACKS) + len(LOGGERS), "heavy": []}
 
 
-def test_without_lightning_entries_are_unavailable_with_the_install_hint() -> None:
-    result = run_python(
+def test_without_lightning_entries_are_unavailable_with_the_install_hint(python_json: Callable[[str], Any]) -> None:
+    result = python_json(
         """
         import importlib.abc, json, sys
 

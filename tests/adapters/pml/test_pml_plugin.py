@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import ast
 import inspect
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pluggy
 import pytest
 import torch
 
-import omlcore
-import omlcore_pml
 import omlcore_pml.plugin as pml_plugin
 from omlcore import hookspecs
 from omlcore.protocols import Loss, Miner, Pairs, Triplets
@@ -38,17 +31,6 @@ def plugin_registry() -> Registry:
         if hasattr(pml_plugin, hook):
             getattr(pml_plugin, hook)(registry.registrar(kind, "pml"))
     return registry
-
-
-def run_python(code: str) -> Any:
-    """Run ``code`` in a fresh interpreter that imports omlcore and the adapters as this one does; return its JSON."""
-    roots = [str(Path(omlcore.__file__).parents[1]), str(Path(omlcore_pml.__file__).parents[1])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*roots, os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def is_stub(function: Callable[..., Any]) -> bool:
@@ -220,8 +202,8 @@ def test_miner_signature_is_checked() -> None:
         registry.build("miner", "pml.TripletMarginMiner", marginn=0.2)
 
 
-def test_registering_and_listing_imports_no_framework() -> None:
-    result = run_python(
+def test_registering_and_listing_imports_no_framework(python_json: Callable[[str], Any]) -> None:
+    result = python_json(
         """
         import json, sys
         import omlcore_pml.plugin as plugin
@@ -240,8 +222,8 @@ def test_registering_and_listing_imports_no_framework() -> None:
     assert result == {"entries": len(PML_LOSSES) + len(PML_MINERS), "heavy": []}
 
 
-def test_without_pml_entries_are_unavailable_with_the_install_hint() -> None:
-    result = run_python(
+def test_without_pml_entries_are_unavailable_with_the_install_hint(python_json: Callable[[str], Any]) -> None:
+    result = python_json(
         """
         import importlib.abc, json, sys
 
