@@ -24,6 +24,7 @@ Nothing happens at import time: the process-wide manager is created on the first
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import os
 import sys
@@ -47,6 +48,7 @@ __all__ = [
     "PluginSettings",
     "create_plugin_manager",
     "get_plugin_manager",
+    "registry_of",
     "reset_plugin_manager",
 ]
 
@@ -153,6 +155,19 @@ class OmlcorePluginManager(pluggy.PluginManager):
         if self.settings.trace:
             self.trace.root.setwriter(sys.stderr.write)
             self.enable_tracing()
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """pluggy's ``register``, plus a warning for ``@hookimpl`` functions that match no omlcore hook."""
+        registered = super().register(plugin, name)
+        for attribute in dir(plugin):
+            if attribute not in KINDS.values() and self.parse_hookimpl_opts(plugin, attribute) is not None:
+                close = difflib.get_close_matches(attribute, KINDS.values(), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                _warn(
+                    f"omlcore plugin '{registered}' implements '{attribute}', which is not an omlcore hook{hint}; "
+                    f"it is never called. Hooks: {', '.join(KINDS.values())}."
+                )
+        return registered
 
     def register_plugin(self, plugin: object, info: PluginInfo) -> None:
         """Register an in-process plugin object (a module or any object with ``@hookimpl`` functions)."""
@@ -274,6 +289,17 @@ def create_plugin_manager(
         pm.register_plugin(plugin, PluginInfo(name, "builtin", _module_name(plugin)))
     pm.load_entrypoint_plugins()
     return pm
+
+
+def registry_of(plugins: Iterable[tuple[str, object]]) -> Registry:
+    """The registry of just these in-process ``(name, plugin)`` pairs: no core plugin, no entry points.
+
+    For plugin authors' tests: it runs the real hook machinery, so a misnamed or unmarked hook shows up.
+    """
+    pm = OmlcorePluginManager(PluginSettings(autoload=False))
+    for name, plugin in plugins:
+        pm.register_plugin(plugin, PluginInfo(name, "builtin", _module_name(plugin)))
+    return pm.registry
 
 
 _manager: OmlcorePluginManager | None = None

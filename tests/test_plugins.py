@@ -13,7 +13,13 @@ import torch
 from omlcore import plugins as plugins_module
 from omlcore.errors import DuplicateComponentError, OmlcoreError, PluginLoadWarning, UnknownComponentError
 from omlcore.hookspecs import hookimpl
-from omlcore.plugins import PluginSettings, create_plugin_manager, get_plugin_manager, reset_plugin_manager
+from omlcore.plugins import (
+    PluginSettings,
+    create_plugin_manager,
+    get_plugin_manager,
+    registry_of,
+    reset_plugin_manager,
+)
 from omlcore.registry import Registrar, get_registry
 
 ADAPTERS = {"torch": "torch", "lightning": "lightning", "pml": "pytorch_metric_learning"}
@@ -200,3 +206,18 @@ def test_adapter_availability_matches_the_installed_extras() -> None:
         else:
             assert importlib.util.find_spec(module) is not None
             assert info.available, info.describe_status()
+
+
+def test_registry_of_runs_the_real_hooks_and_flags_misnamed_ones() -> None:
+    def register_losses(registry: Registrar) -> None:
+        registry.register("mine.Loss", "m:L")
+
+    def register_loss(registry: Registrar) -> None:
+        registry.register("mine.Typo", "m:T")
+
+    assert [e.name for e in registry_of([("mine", plugin(register_losses=register_losses))])] == ["mine.Loss"]
+    with pytest.warns(
+        PluginLoadWarning, match="'register_loss', which is not an omlcore hook .did you mean 'register_losses'"
+    ):
+        registry = registry_of([("typo", plugin(register_loss=register_loss))])
+    assert len(registry) == 0

@@ -14,7 +14,8 @@ import torch
 import omlcore_lightning.plugin as lightning_plugin
 from omlcore import hookspecs
 from omlcore.errors import MissingDependencyError
-from omlcore.registry import KINDS, Registry
+from omlcore.plugins import registry_of
+from omlcore.registry import Registry
 from omlcore.utils.optional import is_available
 
 lightning = pytest.importorskip("lightning")
@@ -27,11 +28,7 @@ HINT = 'pip install "omlcore[lightning]"'
 
 
 def plugin_registry() -> Registry:
-    registry = Registry()
-    for kind, hook in KINDS.items():
-        if hasattr(lightning_plugin, hook):
-            getattr(lightning_plugin, hook)(registry.registrar(kind, "lightning"))
-    return registry
+    return registry_of([("lightning", lightning_plugin)])
 
 
 def test_hookimpls_match_the_hookspecs() -> None:
@@ -176,12 +173,9 @@ def test_registering_and_listing_imports_no_framework(python_json: Callable[[str
         """
         import json, sys
         import omlcore_lightning.plugin as plugin
-        from omlcore.registry import KINDS, Registry
+        from omlcore.plugins import registry_of
 
-        registry = Registry()
-        for kind, hook in KINDS.items():
-            if hasattr(plugin, hook):
-                getattr(plugin, hook)(registry.registrar(kind, "lightning"))
+        registry = registry_of([("lightning", plugin)])
         listing = [(e.kind, e.name, e.summary, e.available, e.unavailable_reason) for e in registry.entries()]
         frameworks = {"lightning", "pytorch_lightning", "lightning_fabric", "pytorch_metric_learning"}
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in frameworks)
@@ -205,12 +199,9 @@ def test_without_lightning_entries_are_unavailable_with_the_install_hint(python_
         sys.meta_path.insert(0, HideLightning())
         import omlcore_lightning.plugin as plugin
         from omlcore.errors import MissingDependencyError
-        from omlcore.registry import KINDS, Registry
+        from omlcore.plugins import registry_of
 
-        registry = Registry()
-        for kind, hook in KINDS.items():
-            if hasattr(plugin, hook):
-                getattr(plugin, hook)(registry.registrar(kind, "lightning"))
+        registry = registry_of([("lightning", plugin)])
         out = {}
         for entry in registry.entries():
             try:

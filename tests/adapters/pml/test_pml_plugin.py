@@ -14,8 +14,9 @@ import torch
 
 import omlcore_pml.plugin as pml_plugin
 from omlcore import hookspecs
+from omlcore.plugins import registry_of
 from omlcore.protocols import Loss, Miner, Pairs, Triplets
-from omlcore.registry import KINDS, Registry
+from omlcore.registry import Registry
 from omlcore_pml.miners import PMLMiner
 from omlcore_pml.names import PML_LOSSES, PML_MINERS
 
@@ -26,11 +27,7 @@ HINT = 'pip install "omlcore[pml]"'
 
 
 def plugin_registry() -> Registry:
-    registry = Registry()
-    for kind, hook in KINDS.items():
-        if hasattr(pml_plugin, hook):
-            getattr(pml_plugin, hook)(registry.registrar(kind, "pml"))
-    return registry
+    return registry_of([("pml", pml_plugin)])
 
 
 def is_stub(function: Callable[..., Any]) -> bool:
@@ -207,12 +204,9 @@ def test_registering_and_listing_imports_no_framework(python_json: Callable[[str
         """
         import json, sys
         import omlcore_pml.plugin as plugin
-        from omlcore.registry import KINDS, Registry
+        from omlcore.plugins import registry_of
 
-        registry = Registry()
-        for kind, hook in KINDS.items():
-            if hasattr(plugin, hook):
-                getattr(plugin, hook)(registry.registrar(kind, "pml"))
+        registry = registry_of([("pml", plugin)])
         listing = [(e.kind, e.name, e.summary, e.available, e.unavailable_reason) for e in registry.entries()]
         frameworks = {"lightning", "pytorch_lightning", "lightning_fabric", "pytorch_metric_learning"}
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in frameworks)
@@ -236,13 +230,10 @@ def test_without_pml_entries_are_unavailable_with_the_install_hint(python_json: 
         sys.meta_path.insert(0, HidePML())
         import omlcore_pml.plugin as plugin
         from omlcore.errors import MissingDependencyError
-        from omlcore.registry import KINDS, Registry
+        from omlcore.plugins import registry_of
         from omlcore_pml.miners import miner_factory
 
-        registry = Registry()
-        for kind, hook in KINDS.items():
-            if hasattr(plugin, hook):
-                getattr(plugin, hook)(registry.registrar(kind, "pml"))
+        registry = registry_of([("pml", plugin)])
         out = {}
         for entry in registry.entries():
             try:

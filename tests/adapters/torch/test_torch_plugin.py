@@ -10,7 +10,8 @@ import torch
 
 import omlcore_torch.plugin as torch_plugin
 from omlcore import hookspecs
-from omlcore.registry import KINDS, Registry
+from omlcore.plugins import registry_of
+from omlcore.registry import Registry
 
 EXPECTED_OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -43,11 +44,7 @@ EXPECTED_SCHEDULERS = {
 
 @pytest.fixture
 def registry() -> Registry:
-    registry = Registry()
-    for kind, hook in KINDS.items():
-        if hasattr(torch_plugin, hook):
-            getattr(torch_plugin, hook)(registry.registrar(kind, "torch"))
-    return registry
+    return registry_of([("torch", torch_plugin)])
 
 
 def test_hookimpls_match_the_hookspecs() -> None:
