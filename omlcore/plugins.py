@@ -30,7 +30,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pluggy
@@ -94,7 +94,7 @@ class PluginSettings:
         for key in ("disabled", "allowed"):
             if overrides.get(key) is not None:
                 overrides[key] = frozenset(overrides[key])
-        return cls(**{**settings.__dict__, **overrides})
+        return replace(settings, **overrides)
 
     def skip_reason(self, name: str) -> Status | None:
         """Why entry-point plugin ``name`` is not loaded, or None when it is."""
