@@ -11,13 +11,21 @@ from omlcore.transforms.ops import (
     ColorJitter,
     Compose,
     Interpolation,
+    LetterBox,
     Normalize,
     RandomHorizontalFlip,
     RandomResizedCrop,
     Resize,
+    ResizeShorterSide,
     ToTensor,
 )
-from omlcore.transforms.presets import resize_normalize, to_tensor, train_augmentations
+from omlcore.transforms.presets import (
+    letterbox_normalize,
+    resize_center_crop,
+    resize_normalize,
+    to_tensor,
+    train_augmentations,
+)
 
 __all__ = [
     "CLIP_MEAN",
@@ -28,11 +36,15 @@ __all__ = [
     "ColorJitter",
     "Compose",
     "Interpolation",
+    "LetterBox",
     "Normalize",
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "Resize",
+    "ResizeShorterSide",
     "ToTensor",
+    "letterbox_normalize",
+    "resize_center_crop",
     "resize_normalize",
     "to_tensor",
     "train_augmentations",

@@ -27,10 +27,12 @@ __all__ = [
     "ColorJitter",
     "Compose",
     "Interpolation",
+    "LetterBox",
     "Normalize",
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "Resize",
+    "ResizeShorterSide",
     "ToTensor",
 ]
 
@@ -317,3 +319,63 @@ class ColorJitter:
             f"{type(self).__name__}(brightness={self.brightness}, contrast={self.contrast}, "
             f"saturation={self.saturation})"
         )
+
+
+class ResizeShorterSide:
+    """Resize so that the shorter side is ``size``, keeping the aspect ratio (torchvision's ``Resize(int)``).
+
+    The longer side becomes ``int(size * long / short)``; pair it with :class:`CenterCrop` for the usual
+    "resize 256, crop 224" evaluation of ImageNet models.
+    """
+
+    def __init__(self, size: int, interpolation: Interpolation = "bilinear") -> None:
+        if not isinstance(size, int) or size <= 0:
+            raise ValueError(f"ResizeShorterSide: size must be a positive int, got {size!r}")
+        self.size = size
+        self.interpolation = interpolation
+        self._resample = _resampling(interpolation, "ResizeShorterSide")
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        image = _check_image(image, "ResizeShorterSide")
+        width, height = image.size
+        if width <= height:
+            new_width, new_height = self.size, int(self.size * height / width)
+        else:
+            new_width, new_height = int(self.size * width / height), self.size
+        return image.resize((new_width, new_height), self._resample)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, interpolation={self.interpolation!r})"
+
+
+class LetterBox:
+    """Resize so that the longer side is ``size`` (aspect ratio kept), then pad evenly to ``size x size``.
+
+    Albumentations' ``LongestMaxSize`` + ``PadIfNeeded`` (constant border), which OML uses for several of its
+    pretrained models. ``fill`` is the grey level of the border in every channel (OML pads with 255).
+    """
+
+    def __init__(self, size: int, fill: int = 0, interpolation: Interpolation = "bilinear") -> None:
+        if not isinstance(size, int) or size <= 0:
+            raise ValueError(f"LetterBox: size must be a positive int, got {size!r}")
+        if not 0 <= fill <= 255:
+            raise ValueError(f"LetterBox: fill must be a grey level in [0, 255], got {fill!r}")
+        self.size = size
+        self.fill = int(fill)
+        self.interpolation = interpolation
+        self._resample = _resampling(interpolation, "LetterBox")
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        image = _check_image(image, "LetterBox")
+        width, height = image.size
+        scale = self.size / max(width, height)
+        new_width = min(self.size, max(1, round(width * scale)))
+        new_height = min(self.size, max(1, round(height * scale)))
+        resized = image.resize((new_width, new_height), self._resample)
+        bands = len(image.getbands())
+        canvas = Image.new(image.mode, (self.size, self.size), self.fill if bands == 1 else (self.fill,) * bands)
+        canvas.paste(resized, ((self.size - new_width) // 2, (self.size - new_height) // 2))
+        return canvas
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, fill={self.fill}, interpolation={self.interpolation!r})"

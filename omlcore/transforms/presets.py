@@ -11,16 +11,20 @@ from collections.abc import Sequence
 from omlcore.transforms.ops import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    CenterCrop,
     ColorJitter,
     Compose,
+    Interpolation,
+    LetterBox,
     Normalize,
     RandomHorizontalFlip,
     RandomResizedCrop,
     Resize,
+    ResizeShorterSide,
     ToTensor,
 )
 
-__all__ = ["resize_normalize", "to_tensor", "train_augmentations"]
+__all__ = ["letterbox_normalize", "resize_center_crop", "resize_normalize", "to_tensor", "train_augmentations"]
 
 
 def resize_normalize(
@@ -51,3 +55,25 @@ def train_augmentations(
 def to_tensor() -> Compose:
     """Only convert to a float tensor in [0, 1]: no resize, no normalisation (images keep their own size)."""
     return Compose([ToTensor()])
+
+
+def resize_center_crop(
+    resize: int = 256,
+    crop: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    interpolation: Interpolation = "bicubic",
+) -> Compose:
+    """Evaluation of ImageNet models: shorter side to ``resize``, centre ``crop x crop``, to tensor, normalise."""
+    return Compose([ResizeShorterSide(resize, interpolation), CenterCrop(crop), ToTensor(), Normalize(mean, std)])
+
+
+def letterbox_normalize(
+    size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    fill: int = 0,
+    interpolation: Interpolation = "bilinear",
+) -> Compose:
+    """Evaluation that keeps the whole image: longer side to ``size``, pad to a square with ``fill``, normalise."""
+    return Compose([LetterBox(size, fill, interpolation), ToTensor(), Normalize(mean, std)])
