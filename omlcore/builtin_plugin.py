@@ -5,7 +5,7 @@ from __future__ import annotations
 from omlcore.hookspecs import hookimpl
 from omlcore.registry import Registrar
 
-__all__ = ["register_extractors", "register_transforms"]
+__all__ = ["register_extractors", "register_losses", "register_miners", "register_samplers", "register_transforms"]
 
 _PRESETS = "omlcore.transforms.presets"
 
@@ -70,3 +70,64 @@ def register_extractors(registry: Registrar) -> None:
     registry.register(
         "pretrained", f"{_MODELS}.zoo:from_pretrained", summary="a zoo model with its weights, by its name (args: name)"
     )
+
+
+_SAMPLERS = "omlcore.samplers"
+_MINERS = "omlcore.miners"
+_LOSSES = "omlcore.losses"
+
+
+@hookimpl
+def register_samplers(registry: Registrar) -> None:
+    registry.register("balance", f"{_SAMPLERS}:BalanceSampler", summary="n_labels x n_instances per batch (P x K)")
+    registry.register(
+        "category_balance",
+        f"{_SAMPLERS}:CategoryBalanceSampler",
+        summary="n_categories x n_labels x n_instances per batch, weighted categories",
+    )
+    registry.register(
+        "distinct_category_balance",
+        f"{_SAMPLERS}:DistinctCategoryBalanceSampler",
+        summary="category-balanced batches, labels distinct until they run out",
+    )
+
+
+@hookimpl
+def register_miners(registry: Registrar) -> None:
+    registry.register(
+        "all_triplets", f"{_MINERS}:AllTripletsMiner", summary="every valid triplet, or a random subset of them"
+    )
+    registry.register(
+        "hard_triplets", f"{_MINERS}:HardTripletsMiner", summary="batch-hard: farthest positive, closest negative"
+    )
+    registry.register(
+        "n_hard_triplets",
+        f"{_MINERS}:NHardTripletsMiner",
+        summary="n hardest positives x negatives per anchor, or rank ranges",
+    )
+    registry.register("hard_cluster", f"{_MINERS}:HardClusterMiner", summary="label centroids as anchors and negatives")
+    registry.register(
+        "cross_batch_memory",
+        f"{_MINERS}:CrossBatchMemoryMiner",
+        summary="positives / negatives from the batch plus a bank of past batches",
+    )
+    registry.register("pairs", f"{_MINERS}:PairsMiner", summary="distinct positive / negative pairs of mined triplets")
+
+
+@hookimpl
+def register_losses(registry: Registrar) -> None:
+    registry.register("triplet", f"{_LOSSES}:TripletLoss", summary="triplet loss on (anchor, positive, negative)")
+    registry.register("triplet_plain", f"{_LOSSES}:TripletLossPlain", summary="triplet loss on stacked a, p, n rows")
+    registry.register(
+        "triplet_with_miner",
+        f"{_LOSSES}:TripletLossWithMiner",
+        summary="triplet loss on the triplets of any miner (default: all triplets)",
+    )
+    registry.register("arcface", f"{_LOSSES}:ArcFaceLoss", summary="additive angular margin softmax (ArcFace)")
+    registry.register(
+        "arcface_with_mlp", f"{_LOSSES}:ArcFaceLossWithMLP", summary="ArcFace on top of an MLP projection head"
+    )
+    registry.register(
+        "contrastive", f"{_LOSSES}:ContrastiveLoss", summary="contrastive loss with pos_margin / neg_margin (PML)"
+    )
+    registry.register("surrogate_precision", f"{_LOSSES}:SurrogatePrecision", summary="differentiable precision@k")

@@ -1,0 +1,194 @@
+"""What omlcore's miners share: input checks, positive / negative pair masks, and extended triplets."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+from omlcore.protocols import Miner, Triplets
+
+__all__ = ["ExtendedTriplets", "TripletMiner", "build_miner", "pair_masks"]
+
+
+class ExtendedTriplets(Triplets):
+    """Triplets over the batch *extended* by extra embeddings: ``torch.cat([embeddings, extra_embeddings])``.
+
+    Indices ``< B`` are batch items, indices ``>= B`` are rows of ``extra_embeddings``. Miners that look beyond
+    the batch return them: :class:`~omlcore.miners.CrossBatchMemoryMiner` (extra = its memory bank, detached;
+    anchors are batch items) and :class:`~omlcore.miners.HardClusterMiner` (extra = the label centroids,
+    differentiable; anchors and negatives are centroids). :meth:`resolve` gives the embeddings and labels the
+    indices refer to, e.g. for a PML loss: ``pml_loss(*triplets.resolve(embeddings, labels), triplets)``.
+    """
+
+    extra_embeddings: Tensor
+    extra_labels: Tensor
+
+    def __new__(
+        cls, anchor: Any, positive: Any, negative: Any, extra_embeddings: Tensor, extra_labels: Tensor
+    ) -> ExtendedTriplets:
+        self = cast(ExtendedTriplets, super().__new__(cls, anchor, positive, negative))
+        if extra_embeddings.dim() != 2 or extra_labels.shape != extra_embeddings.shape[:1]:
+            raise ValueError(
+                "ExtendedTriplets needs extra_embeddings (E, D) and extra_labels (E,), got "
+                f"{tuple(extra_embeddings.shape)} and {tuple(extra_labels.shape)}"
+            )
+        self.extra_embeddings = extra_embeddings
+        self.extra_labels = extra_labels
+        return self
+
+    def __getnewargs__(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
+        return (self[0], self[1], self[2], self.extra_embeddings, self.extra_labels)
+
+    def resolve(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """``(cat([embeddings, extra_embeddings]), cat([labels, extra_labels]))``: what the indices point into."""
+        return (
+            torch.cat([embeddings, self.extra_embeddings.to(embeddings.dtype)]),
+            torch.cat([labels.to(self.extra_labels.device), self.extra_labels]),
+        )
+
+    def to(self, device: torch.device | str) -> ExtendedTriplets:
+        a, p, n = (t.to(device) for t in self)
+        return ExtendedTriplets(a, p, n, self.extra_embeddings.to(device), self.extra_labels.to(device))
+
+    def __repr__(self) -> str:
+        return f"ExtendedTriplets(num={self.num}, extra={len(self.extra_labels)}, device={self.device})"
+
+
+def check_inputs(
+    owner: str, embeddings: Tensor, labels: Any, ref_emb: Tensor | None = None, ref_labels: Any = None
+) -> tuple[Tensor, Tensor | None]:
+    """Validate shapes; return ``labels`` (and ``ref_labels``) as int64 tensors on the embeddings' device."""
+    if embeddings.dim() != 2:
+        raise ValueError(f"{owner}: embeddings must be (B, D), got shape {tuple(embeddings.shape)}")
+    labels = torch.as_tensor(labels, device=embeddings.device)
+    if labels.shape != embeddings.shape[:1]:
+        raise ValueError(
+            f"{owner}: labels must be ({embeddings.shape[0]},) to match embeddings {tuple(embeddings.shape)}, "
+            f"got {tuple(labels.shape)}"
+        )
+    if (ref_emb is None) != (ref_labels is None):
+        raise ValueError(f"{owner}: pass both ref_emb and ref_labels, or neither")
+    if ref_emb is None:
+        return labels, None
+    if ref_emb.dim() != 2 or ref_emb.shape[1] != embeddings.shape[1]:
+        raise ValueError(
+            f"{owner}: ref_emb must be (R, {embeddings.shape[1]}) like embeddings, got {tuple(ref_emb.shape)}"
+        )
+    ref_labels = torch.as_tensor(ref_labels, device=embeddings.device)
+    if ref_labels.shape != ref_emb.shape[:1]:
+        raise ValueError(f"{owner}: ref_labels must be ({ref_emb.shape[0]},), got {tuple(ref_labels.shape)}")
+    return labels, ref_labels
+
+
+def pair_masks(
+    labels: Tensor,
+    ref_labels: Tensor | None = None,
+    *,
+    ignore_anchor_mask: Tensor | None = None,
+    sequences: Tensor | None = None,
+    ref_sequences: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Which ``(anchor, other)`` pairs are positives and which negatives: two bool masks ``(B, R)``.
+
+    Positive: same label, not the anchor itself (when ``ref_labels`` is None the reference set is the batch).
+    Negative: different label. Neither: pairs in the same sequence (``sequences[i] == ref_sequences[j] >= 0``;
+    negative ids mean "no sequence"), and every pair of an anchor in ``ignore_anchor_mask`` (OML's option for
+    items that must not be anchors).
+    """
+    same_set = ref_labels is None
+    other = labels if ref_labels is None else ref_labels
+    same = labels.unsqueeze(1) == other.unsqueeze(0)
+    negative = ~same
+    positive = same
+    if same_set:
+        positive.fill_diagonal_(False)
+    if sequences is not None:
+        sequences = torch.as_tensor(sequences, device=labels.device)
+        other_sequences = sequences if same_set else ref_sequences
+        if other_sequences is None:
+            raise ValueError("pair_masks: with ref_labels and sequences, pass ref_sequences too")
+        other_sequences = torch.as_tensor(other_sequences, device=labels.device)
+        if sequences.shape != labels.shape or other_sequences.shape != other.shape:
+            raise ValueError(
+                f"pair_masks: sequences must match labels ({tuple(labels.shape)}) and ref_sequences ref_labels "
+                f"({tuple(other.shape)}), got {tuple(sequences.shape)} and {tuple(other_sequences.shape)}"
+            )
+        same_sequence = (sequences.unsqueeze(1) == other_sequences.unsqueeze(0)) & (sequences >= 0).unsqueeze(1)
+        positive &= ~same_sequence
+        negative &= ~same_sequence
+    if ignore_anchor_mask is not None:
+        ignore = torch.as_tensor(ignore_anchor_mask, device=labels.device)
+        if ignore.dtype != torch.bool or ignore.shape != labels.shape:
+            raise ValueError(
+                f"pair_masks: ignore_anchor_mask must be a bool tensor {tuple(labels.shape)}, "
+                f"got {ignore.dtype} {tuple(ignore.shape)}"
+            )
+        positive[ignore] = False
+        negative[ignore] = False
+    return positive, negative
+
+
+class TripletMiner(ABC):
+    """Base of omlcore's in-batch triplet miners (:class:`omlcore.protocols.Miner`).
+
+    ``miner(embeddings, labels, ref_emb=None, ref_labels=None, *, ignore_anchor_mask=None, sequences=None,
+    ref_sequences=None) -> Triplets``: anchors are batch items; positives and negatives are batch items, or
+    reference items when ``ref_emb`` / ``ref_labels`` are given (PML's convention; the anchor itself is only
+    excluded when the reference is the batch). The keyword options are those of :func:`pair_masks`.
+    Mining runs without gradients and never modifies ``embeddings``. A batch with no valid triplet (one label,
+    one item per label) gives empty :class:`~omlcore.protocols.Triplets` on the embeddings' device.
+
+    Subclasses implement :meth:`mine`, which :class:`~omlcore.miners.CrossBatchMemoryMiner` also calls with its
+    own masks.
+    """
+
+    def __call__(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+        *,
+        ignore_anchor_mask: Tensor | None = None,
+        sequences: Tensor | None = None,
+        ref_sequences: Tensor | None = None,
+    ) -> Triplets:
+        labels, ref_labels = check_inputs(type(self).__name__, embeddings, labels, ref_emb, ref_labels)
+        same_set = ref_emb is None or ref_emb is embeddings
+        with torch.no_grad():
+            positive, negative = pair_masks(
+                labels,
+                None if same_set else ref_labels,
+                ignore_anchor_mask=ignore_anchor_mask,
+                sequences=sequences,
+                ref_sequences=ref_sequences,
+            )
+            return self.mine(
+                embeddings.detach(), None if same_set or ref_emb is None else ref_emb.detach(), positive, negative
+            )
+
+    @abstractmethod
+    def mine(self, embeddings: Tensor, ref_emb: Tensor | None, positive: Tensor, negative: Tensor) -> Triplets:
+        """Triplets from the ``(B, R)`` positive / negative masks; ``ref_emb=None`` means the batch itself.
+
+        Called under ``torch.no_grad()`` with detached embeddings.
+        """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def build_miner(owner: str, miner: Miner | Mapping[str, Any]) -> Miner:
+    """A miner object, or one built from an OML-style config ``{"name": ..., "args": {...}}`` via the registry."""
+    if isinstance(miner, Mapping):
+        from omlcore.registry import get_registry
+
+        built: Miner = get_registry().build_from_config("miner", miner)
+        return built
+    if not callable(miner):
+        raise TypeError(f"{owner}: miner must be a Miner (callable) or a config mapping, got {type(miner).__name__}")
+    return miner

@@ -1,0 +1,68 @@
+"""NHardTripletsMiner: the n hardest positives x n hardest negatives of every anchor, or rank ranges of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from omlcore.functional.distances import pairwise_squared_distances
+from omlcore.miners.base import TripletMiner
+from omlcore.protocols import Triplets
+
+__all__ = ["NHardTripletsMiner"]
+
+HardnessRange = int | tuple[int, int] | Sequence[int]
+
+
+def _as_slice(name: str, value: HardnessRange) -> slice:
+    """``n`` -> the ``n`` hardest; ``(i, j)`` -> the ``i``-th to ``j``-th hardest, 1-based and inclusive."""
+    if isinstance(value, bool):
+        raise TypeError(f"NHardTripletsMiner: {name} must be an int or a (first, last) pair, got {value!r}")
+    if isinstance(value, int):
+        first, last = 1, value
+    elif isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        first, last = int(value[0]), int(value[1])
+    else:
+        raise TypeError(f"NHardTripletsMiner: {name} must be an int or a (first, last) pair, got {value!r}")
+    if not 1 <= first <= last:
+        raise ValueError(
+            f"NHardTripletsMiner: {name}={value!r} is not a valid range; use n >= 1 or (first, last) with "
+            "1 <= first <= last (1 = the hardest)"
+        )
+    return slice(first - 1, last)
+
+
+class NHardTripletsMiner(TripletMiner):
+    """Every anchor with each of its ``n_positive`` farthest positives and ``n_negative`` closest negatives.
+
+    OML's ``NHardTripletsMiner``: positives ranked by decreasing, negatives by increasing Euclidean distance to
+    the anchor; a range ``(i, j)`` keeps ranks ``i..j`` (1-based, inclusive) to skip the very hardest ones,
+    which are often label noise. An anchor with fewer candidates uses the ones it has; the triplets are the
+    product ``positives x negatives`` of every anchor, sorted by (anchor, positive rank, negative rank).
+    ``n_positive = n_negative = 1`` is :class:`~omlcore.miners.HardTripletsMiner`. Based on batch-hard mining
+    (Hermans et al., 2017, https://arxiv.org/abs/1703.07737).
+
+    Args:
+        n_positive: ``n`` or ``(first, last)``.
+        n_negative: ``n`` or ``(first, last)``.
+    """
+
+    def __init__(self, n_positive: HardnessRange = 1, n_negative: HardnessRange = 1) -> None:
+        self.positive_slice = _as_slice("n_positive", n_positive)
+        self.negative_slice = _as_slice("n_negative", n_negative)
+
+    def mine(self, embeddings: Tensor, ref_emb: Tensor | None, positive: Tensor, negative: Tensor) -> Triplets:
+        d2 = pairwise_squared_distances(embeddings, ref_emb)
+        n_ref = d2.shape[1]
+        pos_slice, neg_slice = self.positive_slice, self.negative_slice
+        pos_d, pos = d2.masked_fill(~positive, -1.0).topk(min(pos_slice.stop, n_ref), dim=1)
+        neg_d, neg = d2.masked_fill_(~negative, float("inf")).topk(min(neg_slice.stop, n_ref), dim=1, largest=False)
+        pos, pos_ok = pos[:, pos_slice], pos_d[:, pos_slice] >= 0
+        neg, neg_ok = neg[:, neg_slice], neg_d[:, neg_slice] < float("inf")
+        anchor, i, j = (pos_ok.unsqueeze(2) & neg_ok.unsqueeze(1)).nonzero(as_tuple=True)
+        return Triplets(anchor, pos[anchor, i], neg[anchor, j])
+
+    def __repr__(self) -> str:
+        p, n = self.positive_slice, self.negative_slice
+        return f"NHardTripletsMiner(n_positive=({p.start + 1}, {p.stop}), n_negative=({n.start + 1}, {n.stop}))"
