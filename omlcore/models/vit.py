@@ -45,7 +45,8 @@ def interpolate_pos_embed(pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:
     """Resample position embeddings ``(1, 1 + n * n, D)`` (class token first) to a ``grid = (rows, cols)`` of patches.
 
     The class token's embedding is kept; the ``n x n`` patch embeddings are resized bicubically, so that a
-    model trained at one input size runs at another (and on non-square images).
+    model trained at one input size runs at another (and on non-square images). As in DINO, the scale factor
+    is ``(grid + 0.1) / n``, which reproduces DINO's (and OML's) embeddings at every input size.
     """
     patches = pos_embed.shape[1] - 1
     side = math.isqrt(patches)
@@ -55,7 +56,9 @@ def interpolate_pos_embed(pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:
         return pos_embed
     dim = pos_embed.shape[-1]
     square = pos_embed[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    resized = F.interpolate(square.float(), size=grid, mode="bicubic", align_corners=False).to(pos_embed.dtype)
+    scale = ((grid[0] + 0.1) / side, (grid[1] + 0.1) / side)
+    resized = F.interpolate(square.float(), scale_factor=scale, mode="bicubic", align_corners=False)
+    resized = resized.to(pos_embed.dtype)
     return torch.cat([pos_embed[:, :1], resized.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], dim)], dim=1)
 
 
