@@ -159,6 +159,8 @@ class TripletMiner(ABC):
     ) -> Triplets:
         labels, ref_labels = check_inputs(type(self).__name__, embeddings, labels, ref_emb, ref_labels)
         same_set = ref_emb is None or ref_emb is embeddings
+        if len(labels) == 0 or (ref_labels is not None and len(ref_labels) == 0):
+            return Triplets.empty(embeddings.device)
         with torch.no_grad():
             positive, negative = pair_masks(
                 labels,

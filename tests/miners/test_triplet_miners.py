@@ -1,0 +1,227 @@
+"""All / batch-hard / N-hard triplet miners against naive per-anchor loops, PML, and the empty cases."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import torch
+
+from omlcore.miners import AllTripletsMiner, HardTripletsMiner, NHardTripletsMiner, TripletMiner
+from omlcore.miners.all_triplets import sample_distinct
+from omlcore.protocols import Miner, Triplets
+
+
+def batch(n_labels: int = 4, sizes: tuple[int, ...] = (2, 3, 4), dim: int = 6, seed: int = 0):  # type: ignore[no-untyped-def]
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.cat([torch.full((sizes[i % len(sizes)],), 10 + i) for i in range(n_labels)])
+    order = torch.randperm(len(labels), generator=generator)
+    return torch.randn(len(labels), dim, generator=generator, dtype=torch.float64), labels[order]
+
+
+def allowed(labels, a, other, *, same_set=True, ref_labels=None, sequences=None, ref_sequences=None, ignore=None):  # type: ignore[no-untyped-def]
+    """(is positive, is negative) of one pair, written out plainly."""
+    ref_labels = labels if ref_labels is None else ref_labels
+    ref_sequences = sequences if ref_sequences is None else ref_sequences
+    if ignore is not None and ignore[a]:
+        return False, False
+    if sequences is not None and sequences[a] >= 0 and sequences[a] == ref_sequences[other]:
+        return False, False
+    same = labels[a] == ref_labels[other]
+    return bool(same and not (same_set and a == other)), bool(not same)
+
+
+def naive_triplets(labels, n_ref=None, **options):  # type: ignore[no-untyped-def]
+    n_ref = len(labels) if n_ref is None else n_ref
+    out = []
+    for a in range(len(labels)):
+        for p in range(n_ref):
+            for n in range(n_ref):
+                if allowed(labels, a, p, **options)[0] and allowed(labels, a, n, **options)[1]:
+                    out.append((a, p, n))
+    return out
+
+
+def as_list(triplets: Triplets) -> list[tuple[int, int, int]]:
+    return list(zip(*(t.tolist() for t in triplets), strict=True))
+
+
+def naive_ranked(x, ref, labels, a, **options):  # type: ignore[no-untyped-def]
+    """Positives by decreasing and negatives by increasing distance to anchor ``a``."""
+    pos, neg = [], []
+    for j in range(len(ref)):
+        is_pos, is_neg = allowed(labels, a, j, **options)
+        d = float(torch.linalg.vector_norm(x[a] - ref[j]))
+        if is_pos:
+            pos.append((-d, j))
+        if is_neg:
+            neg.append((d, j))
+    return [j for _, j in sorted(pos)], [j for _, j in sorted(neg)]
+
+
+def test_miners_satisfy_the_protocol() -> None:
+    for miner in (AllTripletsMiner(), HardTripletsMiner(), NHardTripletsMiner()):
+        assert isinstance(miner, Miner) and isinstance(miner, TripletMiner)
+
+
+@pytest.mark.parametrize("sizes", [(2, 3, 4), (3,), (1, 2, 5)])
+def test_all_triplets_equal_the_naive_list(sizes: tuple[int, ...]) -> None:
+    x, labels = batch(5, sizes)
+    got = AllTripletsMiner()(x, labels)
+    assert as_list(got) == naive_triplets(labels)  # same set, sorted by (a, p, n)
+    assert got.anchor.dtype == torch.long
+
+
+def test_all_triplets_with_options_and_reference() -> None:
+    x, labels = batch(4, (3, 4))
+    sequences = torch.tensor([0, 0, -1, 1, 1, 2, -1, 2, 3, 3, -1, 4, 4, 5])[: len(labels)]
+    ignore = torch.zeros(len(labels), dtype=torch.bool)
+    ignore[[1, 5]] = True
+    got = AllTripletsMiner()(x, labels, sequences=sequences, ignore_anchor_mask=ignore)
+    assert as_list(got) == naive_triplets(labels, sequences=sequences, ignore=ignore)
+    ref, ref_labels = x[:5] + 1, labels[:5]
+    got = AllTripletsMiner()(x, labels, ref, ref_labels)
+    assert as_list(got) == naive_triplets(labels, 5, same_set=False, ref_labels=ref_labels)
+
+
+def test_capped_all_triplets_are_a_uniform_subset() -> None:
+    x, labels = batch(4, (3,))
+    everything = set(naive_triplets(labels))
+    torch.manual_seed(0)
+    counts = torch.zeros(len(everything))
+    index = {t: i for i, t in enumerate(sorted(everything))}
+    for _ in range(400):
+        got = as_list(AllTripletsMiner(max_output_triplets=50)(x, labels))
+        assert len(got) == len(set(got)) == 50 and set(got) <= everything
+        counts[[index[t] for t in got]] += 1
+    expected = 400 * 50 / len(everything)
+    assert counts.min() > 0.6 * expected and counts.max() < 1.4 * expected
+    torch.manual_seed(1)
+    first = AllTripletsMiner(20)(x, labels)
+    torch.manual_seed(1)
+    assert all(torch.equal(u, v) for u, v in zip(first, AllTripletsMiner(20)(x, labels), strict=True))
+    assert len(as_list(AllTripletsMiner(10**6)(x, labels))) == len(everything)
+
+
+@pytest.mark.parametrize("total,k", [(10, 0), (10, 3), (10, 7), (10, 10), (10**12, 5)])
+def test_sample_distinct(total: int, k: int) -> None:
+    drawn = sample_distinct(total, k)
+    assert len(drawn) == len(set(drawn.tolist())) == k and (drawn >= 0).all() and (drawn < total).all()
+
+
+def test_capped_all_triplets_never_build_the_cube(python_runner) -> None:  # type: ignore[no-untyped-def]
+    """B = 1024 with 2 labels has 268M triplets (6.4 GB as int64 triples); a cap of 1000 must stay small."""
+    code = textwrap.dedent(
+        """
+        import json, resource, torch
+        from omlcore.miners import AllTripletsMiner
+        labels = torch.arange(1024) % 2
+        x = torch.randn(1024, 8)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t = AllTripletsMiner(max_output_triplets=1000)(x, labels)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps([t.num, (after - before) / 1024]))
+        """
+    )
+    result = python_runner(code)
+    assert result.returncode == 0, result.stderr
+    num, peak_mb = json.loads(result.stdout.splitlines()[-1])
+    assert num == 1000 and peak_mb < 100
+
+
+def test_hard_triplets_equal_naive_argmax_argmin() -> None:
+    x, labels = batch(6, (1, 2, 4))
+    sequences = torch.arange(len(labels)) % 3 - 1
+    for options in ({}, {"sequences": sequences}):
+        got = as_list(HardTripletsMiner()(x, labels, **options))
+        expected = []
+        for a in range(len(labels)):
+            pos, neg = naive_ranked(x, x, labels, a, **options)
+            if pos and neg:
+                expected.append((a, pos[0], neg[0]))
+        assert got == expected
+
+
+@pytest.mark.parametrize("n_positive,n_negative", [(1, 1), (2, 3), ((2, 3), (1, 4)), ([2, 2], 10)])
+def test_n_hard_triplets_equal_naive_ranking(n_positive, n_negative) -> None:  # type: ignore[no-untyped-def]
+    x, labels = batch(5, (2, 3, 4))
+    ignore = torch.zeros(len(labels), dtype=torch.bool)
+    ignore[::4] = True
+    pos_slice = slice(0, n_positive) if isinstance(n_positive, int) else slice(n_positive[0] - 1, n_positive[1])
+    neg_slice = slice(0, n_negative) if isinstance(n_negative, int) else slice(n_negative[0] - 1, n_negative[1])
+    for options in ({}, {"ignore_anchor_mask": ignore}):
+        got = as_list(NHardTripletsMiner(n_positive, n_negative)(x, labels, **options))
+        expected = []
+        for a in range(len(labels)):
+            pos, neg = naive_ranked(x, x, labels, a, ignore=options.get("ignore_anchor_mask"))
+            expected += [(a, p, n) for p in pos[pos_slice] for n in neg[neg_slice]]
+        assert got == expected
+    hard = HardTripletsMiner()(x, labels)
+    assert as_list(NHardTripletsMiner(1, 1)(x, labels)) == as_list(hard)
+
+
+def test_n_hard_triplets_argument_errors() -> None:
+    with pytest.raises(ValueError, match=r"n_positive=\(3, 2\) is not a valid range"):
+        NHardTripletsMiner((3, 2))
+    with pytest.raises(ValueError, match=r"n_negative=0"):
+        NHardTripletsMiner(1, 0)
+    with pytest.raises(TypeError, match=r"must be an int or a \(first, last\) pair"):
+        NHardTripletsMiner("2")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "miner", [AllTripletsMiner(), AllTripletsMiner(5), HardTripletsMiner(), NHardTripletsMiner(2, 2)]
+)
+@pytest.mark.parametrize("labels", [[3, 3, 3, 3], [0, 1, 2, 3], [7], []])
+def test_no_valid_triplet_gives_an_empty_result(miner: TripletMiner, labels: list[int]) -> None:
+    x = torch.randn(len(labels), 4, requires_grad=True)
+    got = miner(x, torch.tensor(labels, dtype=torch.long))
+    assert isinstance(got, Triplets) and got.is_empty() and got.device == x.device
+    assert all(t.shape == (0,) and t.dtype == torch.long for t in got)
+
+
+def test_mining_keeps_the_graph_and_rejects_bad_shapes() -> None:
+    x, labels = batch()
+    x.requires_grad_(True)
+    y = x * 2
+    HardTripletsMiner()(y, labels)
+    y.sum().backward()
+    assert x.grad is not None
+    with pytest.raises(ValueError, match=r"labels must be \(11,\) to match embeddings"):
+        HardTripletsMiner()(x, labels[:3])
+    with pytest.raises(ValueError, match=r"pass both ref_emb and ref_labels"):
+        HardTripletsMiner()(x, labels, x)
+
+
+def test_batch_hard_equals_pml_batch_hard_miner() -> None:
+    pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
+    torch.manual_seed(0)
+    labels = torch.arange(16).repeat_interleave(4)[torch.randperm(64)]
+    x = torch.nn.functional.normalize(torch.randn(64, 32), dim=1)  # PML normalises by default
+    ours, theirs = HardTripletsMiner()(x, labels), pml_miners.BatchHardMiner()(x, labels)
+    assert all(torch.equal(u, v) for u, v in zip(ours, theirs, strict=True))
+    ref = torch.nn.functional.normalize(torch.randn(40, 32), dim=1)
+    ref_labels = torch.arange(40) % 16
+    ours, theirs = (
+        HardTripletsMiner()(x, labels, ref, ref_labels),
+        pml_miners.BatchHardMiner()(x, labels, ref, ref_labels),
+    )
+    assert all(torch.equal(u, v) for u, v in zip(ours, theirs, strict=True))
+
+
+def test_all_triplets_equal_pml_all_triplets_indices() -> None:
+    lmu = pytest.importorskip("pytorch_metric_learning.utils.loss_and_miner_utils")
+    labels = torch.tensor([0, 1, 0, 2, 1, 0, 3, 3, 2])
+    ours = AllTripletsMiner()(torch.zeros(9, 2), labels)
+    assert all(torch.equal(u, v) for u, v in zip(ours, lmu.get_all_triplets_indices(labels), strict=True))
+
+
+def test_pml_miner_through_the_registry_returns_triplets() -> None:
+    pytest.importorskip("pytorch_metric_learning")
+    from omlcore.registry import get_registry
+
+    x, labels = batch()
+    miner = get_registry().build("miner", "pml.BatchHardMiner")
+    got = miner(torch.nn.functional.normalize(x, dim=1), labels)
+    assert isinstance(got, Triplets) and got.num > 0
