@@ -93,8 +93,8 @@ class ArcFaceLoss(nn.Module):
         target = F.one_hot(labels, self.num_classes).bool()
         logits = torch.where(target, with_margin, cos) * self.s
         if self.smoothing_epsilon:
-            soft = label_smoothing(labels, self.num_classes, self.smoothing_epsilon, self.label2category)
-            losses = F.cross_entropy(logits, soft.to(logits.dtype), reduction="none")
+            soft = label_smoothing(labels, self.num_classes, self.smoothing_epsilon, self.label2category, logits.dtype)
+            losses = F.cross_entropy(logits, soft, reduction="none")
         else:
             losses = F.cross_entropy(logits, labels, reduction="none")
         self.last_logs = logs_of(accuracy=(cos.detach().argmax(1) == labels).float().mean())
