@@ -283,6 +283,10 @@ def test_from_pretrained_end_to_end(server: FileServer, served_zoo: dict[str, by
     _same_weights(by_weights, served_zoo["test_small_cnn"])
     from_config = get_registry().build_from_config("extractor", {"name": "pretrained", "args": {"name": "tiny_cnn"}})
     _same_weights(from_config, served_zoo["test_small_cnn"])
+    config = {"name": "small_cnn", "args": {**CNN_ARGS, "weights": "test_small_cnn"}}  # weights= in a config
+    _same_weights(get_registry().build_from_config("extractor", config), served_zoo["test_small_cnn"])
+    head_on_pretrained_trunk = ExtractorWithMLP(config, mlp_features=[4], freeze_trunk=True)
+    _same_weights(head_on_pretrained_trunk.extractor, served_zoo["test_small_cnn"])
     transform = get_registry().build("transform", "pretrained", name="test_small_cnn")
     assert transform(Image.new("RGB", (50, 40))).shape == (3, 32, 32)
     assert len(server.requests) == 1
