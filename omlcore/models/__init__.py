@@ -24,11 +24,13 @@ from omlcore.models.small_cnn import SmallCNN
 from omlcore.models.vit import ViTExtractor, vitb8, vitb16, vits8, vits16
 from omlcore.models.zoo import (
     PretrainedModel,
+    find_pretrained,
     from_pretrained,
     get_pretrained,
     list_pretrained,
     register_pretrained,
     transforms_for_pretrained,
+    unregister_pretrained,
 )
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "build_extractor",
     "cache_dir",
     "checkpoints_dir",
+    "find_pretrained",
     "from_pretrained",
     "get_pretrained",
     "list_pretrained",
@@ -59,6 +62,7 @@ __all__ = [
     "resnet101",
     "resnet152",
     "transforms_for_pretrained",
+    "unregister_pretrained",
     "vitb8",
     "vitb16",
     "vitb16_clip",
