@@ -11,7 +11,7 @@ from torch import Tensor
 
 from omlcore.protocols import Miner, Triplets
 
-__all__ = ["ExtendedTriplets", "TripletMiner", "build_miner", "pair_masks"]
+__all__ = ["ExtendedTriplets", "TripletMiner", "build_miner", "pair_masks", "row_shifted_squared_distances"]
 
 
 class ExtendedTriplets(Triplets):
@@ -130,6 +130,16 @@ def pair_masks(
         positive[ignore] = False
         negative[ignore] = False
     return positive, negative
+
+
+def row_shifted_squared_distances(embeddings: Tensor, ref_emb: Tensor | None = None) -> Tensor:
+    """``s[i, j] = ||r_j||^2 - 2 <x_i, r_j>`` = ``||x_i - r_j||^2 - ||x_i||^2``: one ``addmm``, no ``(B, R)`` extras.
+
+    Squared distances shifted by a constant per row, so every row ranks its candidates exactly as by distance:
+    what mining needs (``argmax`` / ``argmin`` / ``topk`` per anchor), at the cost of the matrix product alone.
+    """
+    ref = embeddings if ref_emb is None else ref_emb
+    return torch.addmm(ref.pow(2).sum(1).unsqueeze(0), embeddings, ref.t(), alpha=-2.0)
 
 
 class TripletMiner(ABC):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-from omlcore.functional.distances import pairwise_squared_distances
-from omlcore.miners.base import TripletMiner
+from omlcore.miners.base import TripletMiner, row_shifted_squared_distances
 from omlcore.protocols import Triplets
 
 __all__ = ["HardTripletsMiner"]
@@ -22,8 +22,8 @@ class HardTripletsMiner(TripletMiner):
     """
 
     def mine(self, embeddings: Tensor, ref_emb: Tensor | None, positive: Tensor, negative: Tensor) -> Triplets:
-        d2 = pairwise_squared_distances(embeddings, ref_emb)  # argmax / argmin do not need the square root
-        farthest, pos = d2.masked_fill(~positive, -1.0).max(1)
-        closest, neg = d2.masked_fill_(~negative, float("inf")).min(1)
-        anchor = ((farthest >= 0) & (closest < float("inf"))).nonzero().squeeze(1)
+        scores = row_shifted_squared_distances(embeddings, ref_emb)
+        farthest, pos = torch.where(positive, scores, float("-inf")).max(1)
+        closest, neg = torch.where(negative, scores, float("inf")).min(1)
+        anchor = ((farthest > float("-inf")) & (closest < float("inf"))).nonzero().squeeze(1)
         return Triplets(anchor, pos[anchor], neg[anchor])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
-from omlcore.functional.distances import pairwise_squared_distances
-from omlcore.miners.base import TripletMiner
+from omlcore.miners.base import TripletMiner, row_shifted_squared_distances
 from omlcore.protocols import Triplets
 
 __all__ = ["NHardTripletsMiner"]
@@ -53,12 +53,12 @@ class NHardTripletsMiner(TripletMiner):
         self.negative_slice = _as_slice("n_negative", n_negative)
 
     def mine(self, embeddings: Tensor, ref_emb: Tensor | None, positive: Tensor, negative: Tensor) -> Triplets:
-        d2 = pairwise_squared_distances(embeddings, ref_emb)
-        n_ref = d2.shape[1]
+        scores = row_shifted_squared_distances(embeddings, ref_emb)
+        n_ref = scores.shape[1]
         pos_slice, neg_slice = self.positive_slice, self.negative_slice
-        pos_d, pos = d2.masked_fill(~positive, -1.0).topk(min(pos_slice.stop, n_ref), dim=1)
-        neg_d, neg = d2.masked_fill_(~negative, float("inf")).topk(min(neg_slice.stop, n_ref), dim=1, largest=False)
-        pos, pos_ok = pos[:, pos_slice], pos_d[:, pos_slice] >= 0
+        pos_d, pos = torch.where(positive, scores, float("-inf")).topk(min(pos_slice.stop, n_ref), dim=1)
+        neg_d, neg = torch.where(negative, scores, float("inf")).topk(min(neg_slice.stop, n_ref), dim=1, largest=False)
+        pos, pos_ok = pos[:, pos_slice], pos_d[:, pos_slice] > float("-inf")
         neg, neg_ok = neg[:, neg_slice], neg_d[:, neg_slice] < float("inf")
         anchor, i, j = (pos_ok.unsqueeze(2) & neg_ok.unsqueeze(1)).nonzero(as_tuple=True)
         return Triplets(anchor, pos[anchor, i], neg[anchor, j])
