@@ -5,7 +5,15 @@ from __future__ import annotations
 from omlcore.hookspecs import hookimpl
 from omlcore.registry import Registrar
 
-__all__ = ["register_extractors", "register_losses", "register_miners", "register_samplers", "register_transforms"]
+__all__ = [
+    "register_extractors",
+    "register_knn_backends",
+    "register_losses",
+    "register_metrics",
+    "register_miners",
+    "register_samplers",
+    "register_transforms",
+]
 
 _PRESETS = "omlcore.transforms.presets"
 
@@ -131,3 +139,17 @@ def register_losses(registry: Registrar) -> None:
         "contrastive", f"{_LOSSES}:ContrastiveLoss", summary="contrastive loss with pos_margin / neg_margin (PML)"
     )
     registry.register("surrogate_precision", f"{_LOSSES}:SurrogatePrecision", summary="differentiable precision@k")
+
+
+@hookimpl
+def register_metrics(registry: Registrar) -> None:
+    registry.register(
+        "embedding_metrics",
+        "omlcore.metrics:EmbeddingMetrics",
+        summary="CMC@k, precision@k, mAP@k, FNMR@FMR, PCF (OML) and PML's R-metrics on query / gallery",
+    )
+
+
+@hookimpl
+def register_knn_backends(registry: Registrar) -> None:
+    registry.register("exact", "omlcore.retrieval:ExactKNN", summary="exact chunked top-k (l2, cosine; CPU and CUDA)")

@@ -1,0 +1,37 @@
+"""Retrieval metrics: functional (per query, OML's and PML's definitions) and the EmbeddingMetrics accumulator."""
+
+from omlcore.metrics.embedding_metrics import OVERALL, PML_METRICS, EmbeddingMetrics, NoRelevantPolicy
+from omlcore.metrics.fnmr import fnmr_at_fmr, fnmr_at_fmr_from_distances
+from omlcore.metrics.functional import (
+    cmc_at_k,
+    flatten_metrics,
+    map_at_k,
+    map_at_r,
+    mean_reciprocal_rank,
+    pcf,
+    precision_at_1,
+    precision_at_k,
+    r_precision,
+    reduce_mean,
+    worst_queries,
+)
+
+__all__ = [
+    "OVERALL",
+    "PML_METRICS",
+    "EmbeddingMetrics",
+    "NoRelevantPolicy",
+    "cmc_at_k",
+    "flatten_metrics",
+    "fnmr_at_fmr",
+    "fnmr_at_fmr_from_distances",
+    "map_at_k",
+    "map_at_r",
+    "mean_reciprocal_rank",
+    "pcf",
+    "precision_at_1",
+    "precision_at_k",
+    "r_precision",
+    "reduce_mean",
+    "worst_queries",
+]

@@ -1,0 +1,425 @@
+"""EmbeddingMetrics: retrieval metrics over a whole validation set, as a mergeable :class:`MetricAccumulator`.
+
+Batches of embeddings are collected by :meth:`EmbeddingMetrics.update`; :meth:`EmbeddingMetrics.compute`
+retrieves every query's neighbours (exact chunked kNN by default) and returns OML's nested dictionary::
+
+    {"OVERALL": {"cmc": {1: 0.93, 5: 0.98}, "precision": {5: ...}, "map": {5: ...}, "pcf": {0.5: ...}},
+     "<category>": {...},
+     "OVERALL/cmc/1": 0.93, ...}                      # the same values under flat keys, for loggers
+
+Under DDP each rank collects its shard; the ranks exchange :meth:`~EmbeddingMetrics.get_state` (e.g. with
+``torch.distributed.all_gather_object``) and :meth:`~EmbeddingMetrics.merge_state` the others' states. Items
+are put back in dataset order by their ``idx`` and duplicates (a ``DistributedSampler`` pads shards by
+repeating items) are dropped, so every rank computes exactly the one-process numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from omlcore.keys import CATEGORIES, EMBEDDINGS, INDEX, IS_GALLERY, IS_QUERY, LABELS, SEQUENCES
+from omlcore.metrics.fnmr import fnmr_at_fmr
+from omlcore.metrics.functional import (
+    cmc_at_k,
+    flatten_metrics,
+    map_at_k,
+    map_at_r,
+    mean_reciprocal_rank,
+    pcf,
+    precision_at_1,
+    precision_at_k,
+    r_precision,
+    reduce_mean,
+    worst_queries,
+)
+from omlcore.protocols import KNNBackend, Reduction
+from omlcore.retrieval.knn import DistanceMetric, ExactKNN
+from omlcore.retrieval.results import QueryGallerySplit, RetrievalResults
+from omlcore.retrieval.validation import (
+    RetrievalInputError,
+    as_bool_mask,
+    as_embeddings,
+    as_int_keys,
+    as_labels,
+    check_finite,
+)
+
+__all__ = ["OVERALL", "PML_METRICS", "EmbeddingMetrics", "NoRelevantPolicy"]
+
+OVERALL = "OVERALL"
+#: The pytorch-metric-learning metrics :class:`EmbeddingMetrics` can add (PML's own names).
+PML_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "mean_reciprocal_rank")
+#: Queries without any relevant gallery item: ``"oml"`` scores them as OML 4.0 does (CMC 0, mAP 0, precision
+#: NaN, which makes the mean precision NaN), ``"exclude"`` leaves them out of the OML metrics' means.
+NoRelevantPolicy = Literal["oml", "exclude"]
+
+_OML_METRICS = ("cmc", "precision", "map")
+_STATE = ("embeddings", "labels", "is_query", "is_gallery", "index", "categories", "sequences", "category_names")
+
+
+def _category_code(name: str) -> int:
+    """A stable positive 63-bit code of a category name, the same in every process (0 means "no category")."""
+    code = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
+    return code or 1
+
+
+def _encode_names(names: Sequence[str]) -> Tensor:
+    """Names as NUL-terminated UTF-8 bytes in one uint8 tensor (so that "cat" merges vocabularies)."""
+    data = b"".join(name.encode() + b"\0" for name in names)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+
+
+def _decode_names(data: Tensor) -> dict[int, str]:
+    names = bytes(data.cpu().numpy().tobytes()).split(b"\0")[:-1]
+    vocabulary: dict[int, str] = {}
+    for raw in names:
+        name = raw.decode()
+        code = _category_code(name)
+        if vocabulary.setdefault(code, name) != name:
+            raise RetrievalInputError(f"category names {name!r} and {vocabulary[code]!r} collide; rename one")
+    return vocabulary
+
+
+class EmbeddingMetrics:
+    """CMC@k, precision@k, mAP@k, FNMR@FMR, PCF (OML) and PML's R-metrics over a query / gallery split.
+
+    Args:
+        cmc_top_k, precision_top_k, map_top_k: the cutoffs k of OML's metrics (see :mod:`omlcore.metrics.functional`).
+        fmr_vals: FMR values for FNMR@FMR over all pairs (off by default: it costs up to two more passes over
+            all query x gallery distances).
+        pcf_variance: explained-variance levels for PCF (OML's principal components fraction).
+        pml_metrics: any of :data:`PML_METRICS`; R-based ones retrieve ``max(n_relevant)`` neighbours.
+        mrr_top_k: cutoff of the mean reciprocal rank (default: all retrieved neighbours).
+        no_relevant: :data:`NoRelevantPolicy`; how many queries it concerned is in :attr:`summary`.
+        metric: ``"l2"`` or ``"cosine"``.
+        knn_backend: a :class:`~omlcore.protocols.KNNBackend`, a registered name (``"exact"``, ``"faiss.flat"``)
+            or a ``{"name": ..., "args": {...}}`` config; default :class:`~omlcore.retrieval.ExactKNN`.
+        return_only_overall_category: leave the per-category entries out of :meth:`compute`'s result.
+
+    Batches (:meth:`update`) carry ``embeddings`` ``(B, D)``, ``labels``, ``is_query``, ``is_gallery`` and
+    optionally ``idx`` (dataset indices: needed for exact DDP merging), ``categories`` (strings) and
+    ``sequences`` (int ids, ``-1`` for none). After :meth:`compute`: :attr:`metrics`, :attr:`metrics_unreduced`
+    (per-query tensors), :attr:`retrieval_results`, :attr:`summary`.
+    """
+
+    state_reductions: ClassVar[Mapping[str, Reduction]] = dict.fromkeys(_STATE, "cat")
+
+    def __init__(
+        self,
+        cmc_top_k: Sequence[int] = (5,),
+        precision_top_k: Sequence[int] = (5,),
+        map_top_k: Sequence[int] = (5,),
+        fmr_vals: Sequence[float] = (),
+        pcf_variance: Sequence[float] = (0.5,),
+        pml_metrics: Sequence[str] = (),
+        mrr_top_k: int | None = None,
+        no_relevant: NoRelevantPolicy = "oml",
+        metric: DistanceMetric = "l2",
+        knn_backend: KNNBackend | str | Mapping[str, Any] | None = None,
+        return_only_overall_category: bool = False,
+    ) -> None:
+        for name, values in (("cmc_top_k", cmc_top_k), ("precision_top_k", precision_top_k), ("map_top_k", map_top_k)):
+            if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in values):
+                raise ValueError(f"{name} must hold positive integers, got {list(values)}")
+        unknown = sorted(set(pml_metrics) - set(PML_METRICS))
+        if unknown:
+            raise ValueError(f"unknown pml_metrics {unknown}; choose from {list(PML_METRICS)}")
+        if no_relevant not in ("oml", "exclude"):
+            raise ValueError(f"no_relevant must be 'oml' or 'exclude', got {no_relevant!r}")
+        if mrr_top_k is not None and (isinstance(mrr_top_k, bool) or mrr_top_k < 1):
+            raise ValueError(f"mrr_top_k must be a positive integer or None, got {mrr_top_k!r}")
+        self.cmc_top_k = tuple(cmc_top_k)
+        self.precision_top_k = tuple(precision_top_k)
+        self.map_top_k = tuple(map_top_k)
+        self.fmr_vals = tuple(fmr_vals)
+        self.pcf_variance = tuple(pcf_variance)
+        self.pml_metrics = tuple(m for m in PML_METRICS if m in pml_metrics)
+        self.mrr_top_k = mrr_top_k
+        self.no_relevant: NoRelevantPolicy = no_relevant
+        self.metric: DistanceMetric = metric
+        self.knn_backend = _build_backend(knn_backend, metric)
+        self.return_only_overall_category = return_only_overall_category
+        self.metrics: dict[str, Any] | None = None
+        self.metrics_unreduced: dict[str, Any] | None = None
+        self.retrieval_results: RetrievalResults | None = None
+        self.summary: dict[str, int] = {}
+        self._category_positions: dict[str, Tensor] = {}
+        self.reset()
+
+    def __repr__(self) -> str:
+        return (
+            f"EmbeddingMetrics(cmc_top_k={self.cmc_top_k}, precision_top_k={self.precision_top_k}, "
+            f"map_top_k={self.map_top_k}, fmr_vals={self.fmr_vals}, pcf_variance={self.pcf_variance}, "
+            f"pml_metrics={self.pml_metrics}, knn_backend={self.knn_backend!r})"
+        )
+
+    # --- accumulation -------------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget every batch and merged state (results of the last :meth:`compute` are kept)."""
+        self._parts: dict[str, list[Tensor]] = {name: [] for name in _STATE}
+        self._dim: int | None = None
+        self._seen = 0
+        self._has_index: bool | None = None
+
+    def update(self, batch: Mapping[str, Any]) -> None:
+        """Add one batch (see the class docstring for its keys). Embeddings are detached and kept as they are."""
+        missing = [key for key in (EMBEDDINGS, LABELS, IS_QUERY, IS_GALLERY) if key not in batch]
+        if missing:
+            raise RetrievalInputError(
+                f"the batch lacks {missing} (it has {sorted(map(str, batch))}). EmbeddingMetrics needs "
+                f"'{EMBEDDINGS}', '{LABELS}', '{IS_QUERY}' and '{IS_GALLERY}' (True for items that are both, "
+                "as in PML's leave-one-out evaluation)"
+            )
+        embeddings = as_embeddings(f"batch['{EMBEDDINGS}']", batch[EMBEDDINGS]).detach()
+        n, device = len(embeddings), embeddings.device
+        if self._dim is not None and embeddings.shape[1] != self._dim:
+            raise RetrievalInputError(
+                f"batch['{EMBEDDINGS}'] has {embeddings.shape[1]} dimensions, earlier batches had {self._dim}"
+            )
+        has_index = INDEX in batch
+        if self._has_index is not None and has_index != self._has_index:
+            raise RetrievalInputError(
+                f"some batches carry '{INDEX}' and some do not; pass the dataset index in every batch or in none"
+            )
+        if has_index:
+            index = as_int_keys(f"batch['{INDEX}']", batch[INDEX], n, device)
+        else:
+            index = torch.arange(self._seen, self._seen + n, device=device)
+        check_finite(f"batch['{EMBEDDINGS}']", embeddings, index if has_index else None)
+        parts = {
+            "embeddings": embeddings,
+            "labels": as_labels(f"batch['{LABELS}']", batch[LABELS], n, device),
+            "is_query": as_bool_mask(f"batch['{IS_QUERY}']", batch[IS_QUERY], n, device),
+            "is_gallery": as_bool_mask(f"batch['{IS_GALLERY}']", batch[IS_GALLERY], n, device),
+            "index": index,
+            "sequences": (
+                as_int_keys(f"batch['{SEQUENCES}']", batch[SEQUENCES], n, device)
+                if batch.get(SEQUENCES) is not None
+                else torch.full((n,), -1, dtype=torch.long, device=device)
+            ),
+        }
+        parts["categories"], parts["category_names"] = self._categories(batch.get(CATEGORIES), n, device)
+        for name, value in parts.items():
+            self._parts[name].append(value)
+        self._dim, self._seen, self._has_index = embeddings.shape[1], self._seen + n, has_index
+
+    @staticmethod
+    def _categories(value: Any, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        if value is None:
+            return torch.zeros(n, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.uint8)
+        names = [str(v) for v in (value.tolist() if isinstance(value, Tensor) else value)]
+        if len(names) != n:
+            raise RetrievalInputError(f"batch['{CATEGORIES}'] has {len(names)} entries for {n} embeddings")
+        if OVERALL in names:
+            raise RetrievalInputError(f"'{OVERALL}' is reserved for the aggregate; rename that category")
+        codes = torch.tensor([_category_code(name) for name in names], dtype=torch.long, device=device)
+        return codes, _encode_names(sorted(set(names)))
+
+    def get_state(self) -> dict[str, Tensor]:
+        """Everything collected so far, one tensor per entry of :attr:`state_reductions` (all ``"cat"``)."""
+        state: dict[str, Tensor] = {}
+        for name, parts in self._parts.items():
+            if parts:
+                state[name] = torch.cat(parts)
+            elif name == "embeddings":
+                state[name] = torch.zeros(0, self._dim or 0)
+            else:
+                state[name] = torch.zeros(0, dtype=torch.uint8 if name == "category_names" else torch.long)
+        return state
+
+    def merge_state(self, states: Sequence[Mapping[str, Tensor]]) -> None:
+        """Add the states of other processes / shards (from their :meth:`get_state`); empty ones are skipped."""
+        for position, state in enumerate(states):
+            missing = set(_STATE) - set(state)
+            if missing:
+                raise RetrievalInputError(f"state {position} lacks {sorted(missing)}; pass get_state() results")
+            embeddings = state["embeddings"]
+            if len(embeddings) == 0:
+                continue
+            if self._dim is not None and embeddings.shape[1] != self._dim:
+                raise RetrievalInputError(
+                    f"state {position} has {embeddings.shape[1]}-dimensional embeddings, this one {self._dim}"
+                )
+            for name in _STATE:
+                self._parts[name].append(state[name])
+            self._dim = embeddings.shape[1]
+
+    # --- computation --------------------------------------------------------------------------------------------
+
+    def _collected(self) -> dict[str, Tensor]:
+        """The state in dataset order (by ``idx``), each item once."""
+        state = self.get_state()
+        if len(state["embeddings"]) == 0:
+            raise RetrievalInputError("EmbeddingMetrics has no data: call update() with batches before compute()")
+        device = state["embeddings"].device
+        index = state["index"].to(device)
+        order = torch.sort(index, stable=True).indices
+        sorted_index = index[order]
+        first = torch.ones(len(order), dtype=torch.bool, device=device)
+        first[1:] = sorted_index[1:] != sorted_index[:-1]
+        keep = order[first]
+        self.summary = {"n_duplicates_dropped": int(len(order) - len(keep))}
+        collected = {name: state[name].to(device)[keep] for name in _STATE if name != "category_names"}
+        collected["category_names"] = state["category_names"]
+        return collected
+
+    def compute(self) -> dict[str, Any]:
+        """Retrieve and compute every metric; the nested dictionary plus its flat ``"a/b/c"`` keys."""
+        data = self._collected()
+        split = QueryGallerySplit.from_items(
+            data["embeddings"],
+            data["labels"],
+            data["is_query"],
+            data["is_gallery"],
+            data["sequences"] if bool((data["sequences"] >= 0).any()) else None,
+            data["index"],
+        )
+        top_k = max([*self.cmc_top_k, *self.precision_top_k, *self.map_top_k, self.mrr_top_k or 1])
+        cover_relevant = bool({"r_precision", "mean_average_precision_at_r"} & set(self.pml_metrics))
+        results = RetrievalResults.from_split(
+            split, top_k=top_k, cover_relevant=cover_relevant, metric=self.metric, backend=self.knn_backend
+        )
+        unreduced = self._per_query(results)
+        lone = results.n_relevant == 0
+        self.summary.update(
+            n_items=len(data["index"]),
+            n_queries=results.n_queries,
+            n_gallery=results.n_gallery,
+            n_queries_without_relevant=int(lone.sum()),
+        )
+        if bool(lone.any()):
+            effect = (
+                "scored as in OML 4.0 (CMC 0, mAP 0, precision NaN, so the mean precision is NaN)"
+                if self.no_relevant == "oml"
+                else "left out of the means"
+            )
+            warnings.warn(
+                f"{int(lone.sum())} of {results.n_queries} queries have no relevant gallery item; they are {effect}. "
+                "Choose with EmbeddingMetrics(no_relevant='oml' | 'exclude').",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        overall_pcf = self._pcf(data["embeddings"])
+        nested: dict[str, Any] = {OVERALL: self._reduce(unreduced, overall_pcf)}
+        unreduced_nested: dict[str, Any] = {OVERALL: unreduced}
+        if self.fmr_vals and split.query_labels is not None and split.gallery_labels is not None:
+            fnmr = fnmr_at_fmr(
+                split.queries,
+                split.gallery,
+                split.query_labels,
+                split.gallery_labels,
+                self.fmr_vals,
+                exclude=split.exclude,
+                metric=self.metric,
+            )
+            nested[OVERALL]["fnmr@fmr"] = dict(zip(self.fmr_vals, fnmr.tolist(), strict=True))
+        self._category_positions = {}
+        vocabulary = _decode_names(data["category_names"])
+        categories = data["categories"]
+        if bool((categories != 0).any()):
+            if bool((categories == 0).any()):
+                raise RetrievalInputError(
+                    f"some batches carry '{CATEGORIES}' and some do not; give every item a category or none"
+                )
+            query_categories = categories[data["is_query"]]
+            for code, name in sorted(vocabulary.items(), key=lambda item: item[1]):
+                query_mask = query_categories == code
+                if not bool(query_mask.any()):
+                    continue
+                subset = _select(unreduced, query_mask)
+                self._category_positions[name] = query_mask.nonzero().flatten()
+                unreduced_nested[name] = subset
+                nested[name] = self._reduce(subset, self._pcf(data["embeddings"][categories == code]))
+        self.retrieval_results = results
+        self.metrics_unreduced = unreduced_nested
+        self.metrics = nested
+        returned = {OVERALL: nested[OVERALL]} if self.return_only_overall_category else nested
+        return {**returned, **flatten_metrics(returned)}
+
+    def _per_query(self, results: RetrievalResults) -> dict[str, Any]:
+        relevant, n_retrieved, n_relevant = results.is_relevant, results.n_retrieved, results.n_relevant
+        values: dict[str, Any] = {}
+        for name, ks, function in (
+            ("cmc", self.cmc_top_k, cmc_at_k),
+            ("precision", self.precision_top_k, precision_at_k),
+            ("map", self.map_top_k, map_at_k),
+        ):
+            if ks:
+                per_k = {k: function(relevant, n_retrieved, n_relevant, k) for k in ks}
+                if self.no_relevant == "exclude":
+                    per_k = {k: torch.where(n_relevant > 0, v, float("nan")) for k, v in per_k.items()}
+                values[name] = per_k
+        pml = {
+            "precision_at_1": lambda: precision_at_1(relevant, n_relevant),
+            "r_precision": lambda: r_precision(relevant, n_relevant),
+            "mean_average_precision_at_r": lambda: map_at_r(relevant, n_relevant),
+            "mean_reciprocal_rank": lambda: mean_reciprocal_rank(relevant, n_relevant, self.mrr_top_k),
+        }
+        for name in self.pml_metrics:
+            values[name] = pml[name]()
+        return values
+
+    def _reduce(self, unreduced: Mapping[str, Any], pcf_values: Tensor | None) -> dict[str, Any]:
+        reduced: dict[str, Any] = {}
+        for name, value in unreduced.items():
+            skip_nan = name not in _OML_METRICS or self.no_relevant == "exclude"
+            if isinstance(value, Mapping):
+                reduced[name] = {k: reduce_mean(v, skip_nan) for k, v in value.items()}
+            else:
+                reduced[name] = reduce_mean(value, skip_nan)
+        if pcf_values is not None:
+            reduced["pcf"] = dict(zip(self.pcf_variance, pcf_values.tolist(), strict=True))
+        return reduced
+
+    def _pcf(self, embeddings: Tensor) -> Tensor | None:
+        return pcf(embeddings, self.pcf_variance) if self.pcf_variance else None
+
+    def get_worst_queries_ids(self, metric_name: str, n_queries: int) -> list[int]:
+        """The ``n_queries`` worst queries by a flat metric name (``"OVERALL/cmc/5"``, ``"<category>/map/5"``).
+
+        Returns query positions (``0 .. Q-1``, dataset order; ``retrieval_results.query_ids`` maps them to dataset
+        indices), lowest value first, ties by position; queries with a NaN value are skipped.
+        """
+        if self.metrics_unreduced is None:
+            raise RetrievalInputError("call compute() before asking for the worst queries")
+        flat = flatten_metrics(self.metrics_unreduced)
+        if metric_name not in flat:
+            raise KeyError(f"unknown metric {metric_name!r}; per-query metrics are: {', '.join(sorted(flat))}")
+        worst = worst_queries(flat[metric_name], n_queries)
+        category = metric_name.split("/", 1)[0]
+        if category == OVERALL:
+            return worst
+        return self._category_positions[category][worst].tolist()
+
+
+def _select(values: Mapping[str, Any], mask: Tensor) -> dict[str, Any]:
+    return {name: _select(v, mask) if isinstance(v, Mapping) else v[mask] for name, v in values.items()}
+
+
+def _build_backend(spec: KNNBackend | str | Mapping[str, Any] | None, metric: DistanceMetric) -> KNNBackend:
+    """A backend from an instance, a registered name or a ``{"name", "args"}`` config (``metric`` passed along)."""
+    if spec is None:
+        return ExactKNN(metric)
+    if isinstance(spec, str | Mapping):
+        from omlcore.registry import get_registry
+
+        config: dict[str, Any] = {"name": spec} if isinstance(spec, str) else dict(spec)
+        registry = get_registry()
+        factory = registry.load("knn_backend", config["name"]) if "name" in config else None
+        args = dict(config.get("args") or {})
+        if factory is not None and "metric" in inspect.signature(factory).parameters:
+            args.setdefault("metric", metric)
+        backend = registry.build_from_config("knn_backend", {**config, "args": args})
+    else:
+        backend = spec
+    if not isinstance(backend, KNNBackend):
+        raise TypeError(f"knn_backend {spec!r} is not a KNNBackend (it has no search(queries, gallery, k, exclude))")
+    return backend

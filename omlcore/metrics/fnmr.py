@@ -1,0 +1,161 @@
+"""FNMR@FMR over all query x gallery pairs, exactly as OML defines it, without materialising the pairs.
+
+OML (``calc_fnmr_at_fmr_rr``) takes the distances of all non-excluded pairs, splits them into positive
+(same label) distances ``u`` and negative distances ``v``, sets the threshold ``T = Q_v(fmr)`` (numpy's
+linear quantile) and reports ``FNMR(T) = #{u_i >= T} / #u``:
+
+    T = v_(lo) + g * (v_(hi) - v_(lo)),   h = (M - 1) * fmr,  lo = floor(h),  hi = lo + 1,  g = h - lo
+
+for the ``M`` sorted negative distances. Positive pairs are few (about Q times the items per label); negative
+pairs are almost all of Q x G. Here the order statistics ``v_(lo)``, ``v_(hi)`` are found by a radix select on
+the float32 bit patterns (non-negative floats sort like their bits): one pass over the distance blocks counts
+negatives per bit prefix (the top 19 bits, a 4 MiB histogram), which locates each order statistic in one
+prefix bucket. Only if some positive distance falls into those buckets is a second pass needed, which counts
+the remaining 12 bits inside them. Memory: the histogram, the positive distances and one block.
+Reference: https://en.wikipedia.org/wiki/Biometrics#Performance
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from omlcore.retrieval.knn import CpuGemm, DistanceMetric, Exclude, is_symmetric, iter_score_blocks, scores_to_distances
+
+__all__ = ["fnmr_at_fmr", "fnmr_at_fmr_from_distances"]
+
+_LOW_BITS = 12
+_N_BUCKETS = 1 << (31 - _LOW_BITS)  # non-negative float32: 31 significant bits
+_LOW_MASK = (1 << _LOW_BITS) - 1
+
+
+def _check_fmr(fmr_vals: Sequence[float]) -> None:
+    if not len(fmr_vals) or not all(0.0 <= f <= 1.0 for f in fmr_vals):
+        raise ValueError(f"fmr_vals must be a non-empty sequence of numbers in [0, 1], got {list(fmr_vals)}")
+
+
+def _quantile_positions(m: int, fmr: float) -> tuple[int, int, float]:
+    """numpy's "linear" quantile: the two order statistics and the weight (numpy's ``_get_indexes``)."""
+    virtual = (m - 1) * fmr
+    if virtual >= m - 1:
+        return m - 1, m - 1, 0.0
+    if virtual < 0:
+        return 0, 0, 0.0
+    lo = math.floor(virtual)
+    return lo, lo + 1, virtual - lo
+
+
+def _lerp(a: float, b: float, gamma: float) -> float:
+    """numpy 1.26's ``_lerp`` on float32 bounds (the difference is taken in float32, the rest in float64)."""
+    diff = float(np.float32(b) - np.float32(a))
+    return b - diff * (1.0 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
+def fnmr_at_fmr_from_distances(pos_dist: Tensor, neg_dist: Tensor, fmr_vals: Sequence[float]) -> Tensor:
+    """FNMR@FMR from explicit positive / negative distances (OML's ``calc_fnmr_at_fmr``), for small inputs.
+
+    ``T_f = Q_neg(f)`` (numpy linear quantile), ``FNMR = #{pos >= T_f} / #pos``; float64 ``(len(fmr_vals),)``.
+    """
+    _check_fmr(fmr_vals)
+    thresholds = np.quantile(neg_dist.float().cpu().numpy(), list(fmr_vals))
+    pos = pos_dist.float().cpu().numpy()
+    return torch.tensor([(pos >= t).sum() / len(pos) for t in np.atleast_1d(thresholds)], dtype=torch.float64)
+
+
+def _pair_masks(
+    rows: slice, cols: slice, query_labels: Tensor, gallery_labels: Tensor, exclude: Exclude
+) -> tuple[Tensor, Tensor]:
+    """(positive, negative) masks of one block: same / different label, excluded pairs in neither."""
+    same = query_labels[rows, None] == gallery_labels[None, cols]
+    valid = torch.ones_like(same)
+    for query_keys, gallery_keys in exclude:
+        keys = query_keys[rows, None]
+        valid &= ~((keys == gallery_keys[None, cols]) & (keys >= 0))
+    return same & valid, ~same & valid
+
+
+def fnmr_at_fmr(
+    queries: Tensor,
+    gallery: Tensor,
+    query_labels: Tensor,
+    gallery_labels: Tensor,
+    fmr_vals: Sequence[float],
+    *,
+    exclude: Exclude | None = None,
+    metric: DistanceMetric = "l2",
+    chunk_size: int | None = None,
+    cpu_gemm: CpuGemm = "auto",
+) -> Tensor:
+    """FNMR at each FMR of ``fmr_vals`` over all non-excluded query x gallery pairs (see the module docstring).
+
+    Args:
+        queries, gallery: float ``(Q, D)`` / ``(G, D)``; ``queries is gallery`` computes each distance once.
+        query_labels, gallery_labels: int64 ``(Q,)`` / ``(G,)``; equal labels make a positive pair.
+        fmr_vals: false match rates in ``[0, 1]``.
+        exclude: key pairs as in :class:`~omlcore.retrieval.knn.ExactKNN` (same item, same sequence).
+
+    Returns:
+        float64 ``(len(fmr_vals),)``; NaN when there are no positive or no negative pairs.
+    """
+    _check_fmr(fmr_vals)
+    pairs = list(exclude or ())
+    symmetric = is_symmetric(queries, gallery, pairs)
+    histogram = torch.zeros(_N_BUCKETS + 1, dtype=torch.long, device=queries.device)
+    positives: list[Tensor] = []
+
+    def bit_blocks() -> Iterator[tuple[Tensor, Tensor, Tensor, int]]:
+        """Per block: distance bits, positive and negative masks, and 2 for mirrored blocks (both directions)."""
+        for block in iter_score_blocks(
+            queries, gallery, metric, symmetric=symmetric, chunk_size=chunk_size, cpu_gemm=cpu_gemm
+        ):
+            bits = scores_to_distances(block.scores, metric).view(torch.int32).clamp_min_(0)  # -0.0 -> 0.0
+            positive, negative = _pair_masks(block.rows, block.cols, query_labels, gallery_labels, pairs)
+            yield bits, positive, negative, 2 if block.mirrored else 1
+
+    for bits, positive, negative, weight in bit_blocks():
+        positives.extend([bits[positive]] * weight)
+        buckets = (bits >> _LOW_BITS).masked_fill_(~negative, _N_BUCKETS)
+        histogram += torch.bincount(buckets.flatten(), minlength=_N_BUCKETS + 1) * weight
+    histogram = histogram[:_N_BUCKETS].cpu()
+    positive_bits = torch.cat(positives).cpu() if positives else torch.zeros(0, dtype=torch.int32)
+    n_negative, n_positive = int(histogram.sum()), len(positive_bits)
+    if n_negative == 0 or n_positive == 0:
+        return torch.full((len(fmr_vals),), float("nan"), dtype=torch.float64)
+    cumulative = torch.cumsum(histogram, 0)
+    positions = [_quantile_positions(n_negative, float(f)) for f in fmr_vals]
+    ranks = sorted({rank for lo, hi, _ in positions for rank in (lo, hi)})
+    bucket_of = {rank: int(torch.searchsorted(cumulative, rank, right=True)) for rank in ranks}
+    positive_buckets = positive_bits >> _LOW_BITS
+    ambiguous = any(
+        bool(((positive_buckets >= bucket_of[lo]) & (positive_buckets <= bucket_of[hi])).any())
+        for lo, hi, _ in positions
+    )
+    if not ambiguous:  # the thresholds lie in buckets without positives: counting buckets suffices
+        return torch.tensor(
+            [float((positive_buckets > bucket_of[hi]).sum()) / n_positive for _, hi, _ in positions],
+            dtype=torch.float64,
+        )
+    targets = sorted(set(bucket_of.values()))
+    low_histograms = {b: torch.zeros(1 << _LOW_BITS, dtype=torch.long, device=queries.device) for b in targets}
+    for bits, _, negative, weight in bit_blocks():
+        buckets = bits >> _LOW_BITS
+        for bucket in targets:
+            selected = bits[(buckets == bucket) & negative] & _LOW_MASK
+            low_histograms[bucket] += torch.bincount(selected, minlength=1 << _LOW_BITS) * weight
+    values: dict[int, float] = {}
+    for rank, bucket in bucket_of.items():
+        before = int(cumulative[bucket] - histogram[bucket])
+        low_cumulative = torch.cumsum(low_histograms[bucket].cpu(), 0)
+        low = int(torch.searchsorted(low_cumulative, rank - before, right=True))
+        pattern = torch.tensor([(bucket << _LOW_BITS) | low], dtype=torch.int32)
+        values[rank] = float(pattern.view(torch.float32))
+    positive_values = positive_bits.view(torch.float32).double()
+    result = []
+    for lo, hi, gamma in positions:
+        threshold = _lerp(values[lo], values[hi], gamma)
+        result.append(float((positive_values >= threshold).sum()) / n_positive)
+    return torch.tensor(result, dtype=torch.float64)
