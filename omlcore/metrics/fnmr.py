@@ -104,7 +104,7 @@ def fnmr_at_fmr(
     _check_fmr(fmr_vals)
     pairs = list(exclude or ())
     symmetric = is_symmetric(queries, gallery, pairs)
-    histogram = torch.zeros(_N_BUCKETS + 1, dtype=torch.long, device=queries.device)
+    histogram = torch.zeros(_N_BUCKETS, dtype=torch.long, device=queries.device)
     positives: list[Tensor] = []
 
     def bit_blocks() -> Iterator[tuple[Tensor, Tensor, Tensor, int]]:
@@ -118,9 +118,11 @@ def fnmr_at_fmr(
 
     for bits, positive, negative, weight in bit_blocks():
         positives.extend([bits[positive]] * weight)
-        buckets = (bits >> _LOW_BITS).masked_fill_(~negative, _N_BUCKETS)
-        histogram += torch.bincount(buckets.flatten(), minlength=_N_BUCKETS + 1) * weight
-    histogram = histogram[:_N_BUCKETS].cpu()
+        buckets = (bits >> _LOW_BITS)[negative]
+        if len(buckets):  # count over the block's own range of buckets only
+            low, high = (int(v) for v in torch.aminmax(buckets))
+            histogram[low : high + 1] += torch.bincount(buckets - low, minlength=high - low + 1) * weight
+    histogram = histogram.cpu()
     positive_bits = torch.cat(positives).cpu() if positives else torch.zeros(0, dtype=torch.int32)
     n_negative, n_positive = int(histogram.sum()), len(positive_bits)
     if n_negative == 0 or n_positive == 0:

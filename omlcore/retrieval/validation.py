@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -61,9 +62,14 @@ def check_finite(name: str, embeddings: Tensor, row_names: Tensor | None = None)
         )
 
 
+def _as_tensor(value: Any) -> Tensor:
+    """A tensor view of a tensor, a copy of anything else (lists, numpy arrays, read-only ones included)."""
+    return value if isinstance(value, Tensor) else torch.tensor(np.asarray(value))
+
+
 def as_labels(name: str, value: Any, length: int, device: torch.device) -> Tensor:
     """Integer class labels as a 1-D int64 tensor of ``length`` on ``device``."""
-    tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
+    tensor = _as_tensor(value)
     if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
         fix = "labels.long()" if tensor.is_floating_point() else "integer ids (e.g. from pandas.factorize)"
         raise TypeError(
@@ -76,7 +82,7 @@ def as_labels(name: str, value: Any, length: int, device: torch.device) -> Tenso
 
 def as_int_keys(name: str, value: Any, length: int, device: torch.device) -> Tensor:
     """Integer keys (sequence ids, item ids; negative means "none") as 1-D int64 of ``length`` on ``device``."""
-    tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
+    tensor = _as_tensor(value)
     if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
         raise TypeError(
             f"{name} must hold integer ids (negative = none), got dtype {tensor.dtype}; "
@@ -88,7 +94,7 @@ def as_int_keys(name: str, value: Any, length: int, device: torch.device) -> Ten
 
 def as_bool_mask(name: str, value: Any, length: int, device: torch.device) -> Tensor:
     """A 1-D boolean mask of ``length``: booleans, or integers that are all 0 or 1."""
-    tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
+    tensor = _as_tensor(value)
     if tensor.dtype != torch.bool:
         if tensor.is_floating_point() or tensor.is_complex() or bool(((tensor != 0) & (tensor != 1)).any()):
             raise TypeError(f"{name} must be booleans (or 0/1 integers), got dtype {tensor.dtype}")
