@@ -18,9 +18,9 @@ batches of 64 = 16 labels x 4, 256 = 32 x 8, 1024 = 128 x 8 items):
 Every cell is the median of ``--repeats`` timed runs after one untimed warm-up; the implementations run in
 turns, so that load from other processes hits all of them alike. Before timing, the outputs are compared: mined
 sets must be identical (as sets for OML, whose order is random; as tensors for PML), losses and gradients equal
-(``rtol 1e-4``), capped subsets valid triplets. Peak memory is measured in a fresh process per cell (the growth
-of the resident set's high-water mark during one call; ``--no-memory`` skips it). Ratio = time of the faster
-peer / time of omlcore.
+(``rtol 1e-4``), capped subsets valid triplets. Peak memory is measured in a fresh process per cell: how far the
+resident set's high-water mark rises during one cold call (Linux; ``--no-memory`` skips it). Ratio = time of the
+faster peer / time of omlcore.
 
     python benchmarks/training.py                 # the full table (a few minutes)
     python benchmarks/training.py --quick         # batch 64 and 256 only, small sampler
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -244,13 +243,21 @@ def peak_memory_mb(case: str, name: str, size: int, quick: bool) -> float | None
     return float(result.stdout.strip().splitlines()[-1])
 
 
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith(key))
+
+
 def child(spec: str) -> None:
+    """One cold call; prints how far the resident set's high-water mark rose above the RSS before it (MB)."""
     case, name, size, quick = json.loads(spec)
     torch.set_num_threads(THREADS)
     call = calls(case, size, quick)[name]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
+    before = _status_mb("VmRSS")
     call()
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    print(_status_mb("VmHWM") - before)
 
 
 # ---------------------------------------------------------------- the table
@@ -350,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
     print(f"Machine: {machine()}.\n")
-    print("Cells: median time / peak memory of one call (growth of the process's max RSS).\n")
+    print("Cells: median time / peak memory of one call (rise of the process's RSS high-water mark).\n")
     print(table(rows))
 
 

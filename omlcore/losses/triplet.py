@@ -146,7 +146,9 @@ class TripletLossWithMiner(nn.Module):
         points = triplets.resolve(embeddings, labels)[0] if isinstance(triplets, ExtendedTriplets) else embeddings
         a, p, n = triplets
         if isinstance(triplets, ExtendedTriplets) or 32 * triplets.num <= len(points) ** 2:
-            d_ap, d_an = elementwise_distances(points[a], points[p]), elementwise_distances(points[a], points[n])
+            # one gather of the three rows of every triplet (its backward is a single index_add)
+            anchors, positives, negatives = points.index_select(0, torch.cat([a, p, n])).chunk(3)
+            d_ap, d_an = elementwise_distances(anchors, positives), elementwise_distances(anchors, negatives)
         else:  # many triplets: one distance matrix, then gather
             distances = pairwise_distances(points)
             d_ap, d_an = distances[a, p], distances[a, n]
