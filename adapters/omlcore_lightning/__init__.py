@@ -1,7 +1,37 @@
 """omlcore's PyTorch Lightning adapter.
 
-Its plugin, :mod:`omlcore_lightning.plugin` (entry point ``lightning``), registers Lightning callbacks and
-loggers by name without importing Lightning; they need ``pip install "omlcore[lightning]"``.
+- :class:`RetrievalModule`: an extractor trained with any omlcore loss (optimizer / scheduler as objects, factories
+  or registry configs), logging the loss and its statistics; ``trainer.validate`` / ``test`` / ``predict`` work.
+- :class:`MetricValCallback`: feeds any metric accumulator and logs its flat keys, merged exactly across DDP ranks.
+- DDP: ``trainer.fit(module, train_loader, val_loader)`` with ``strategy="ddp"`` works with omlcore's batch samplers
+  as they are (:mod:`omlcore_lightning.ddp`); :func:`gather_predictions` collects ``trainer.predict`` across ranks.
+
+Its plugin, :mod:`omlcore_lightning.plugin` (entry point ``lightning``), registers these and Lightning's callbacks and
+loggers by name without importing Lightning; they need ``pip install "omlcore[lightning]"``, and importing one of the
+names above without Lightning raises :class:`~omlcore.errors.MissingDependencyError` with that hint.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omlcore_lightning.callback import MetricValCallback
+    from omlcore_lightning.ddp import gather_predictions, install_distributed_sampling
+    from omlcore_lightning.module import RetrievalModule
+
+__all__ = ["MetricValCallback", "RetrievalModule", "gather_predictions", "install_distributed_sampling"]
+
+_HOMES = {
+    "MetricValCallback": "omlcore_lightning.callback",
+    "RetrievalModule": "omlcore_lightning.module",
+    "gather_predictions": "omlcore_lightning.ddp",
+    "install_distributed_sampling": "omlcore_lightning.ddp",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

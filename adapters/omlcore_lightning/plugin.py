@@ -1,4 +1,5 @@
-"""Plugin ``lightning``: registers Lightning callbacks (kind ``callback``) and loggers (kind ``logger``).
+"""Plugin ``lightning``: registers Lightning callbacks (kind ``callback``), loggers (kind ``logger``) and omlcore's
+Lightning components: ``lightning.MetricValCallback`` (callback) and ``lightning.RetrievalModule`` (runner).
 
 Names are ``lightning.<ClassName>`` with targets in ``lightning.pytorch.callbacks`` / ``lightning.pytorch.loggers``,
 registered as import strings: listing them never imports Lightning. Without Lightning (or a component's own
@@ -14,7 +15,15 @@ from omlcore.hookspecs import hookimpl
 if TYPE_CHECKING:
     from omlcore.registry import Registrar
 
-__all__ = ["CALLBACKS", "EXTRA", "LOGGERS", "register_callbacks", "register_loggers"]
+__all__ = [
+    "CALLBACKS",
+    "EXTRA",
+    "LOGGERS",
+    "OMLCORE_COMPONENTS",
+    "register_callbacks",
+    "register_loggers",
+    "register_runners",
+]
 
 EXTRA = "lightning"
 
@@ -34,6 +43,26 @@ LOGGERS: dict[str, tuple[tuple[str, ...], str]] = {
     "TensorBoardLogger": (("tensorboardX",), "log to TensorBoard event files"),
 }
 
+#: omlcore's own Lightning components: name -> (kind, target, summary)
+OMLCORE_COMPONENTS: dict[str, tuple[str, str, str]] = {
+    "lightning.MetricValCallback": (
+        "callback",
+        "omlcore_lightning.callback:MetricValCallback",
+        "feed a metric accumulator during validation / test, log its flat keys, exact under DDP",
+    ),
+    "lightning.RetrievalModule": (
+        "runner",
+        "omlcore_lightning.module:RetrievalModule",
+        "LightningModule: an extractor trained with any omlcore loss; validate / predict give embeddings",
+    ),
+}
+
+
+def _register_own(registry: Registrar, kind: str) -> None:
+    for name, (entry_kind, target, summary) in OMLCORE_COMPONENTS.items():
+        if entry_kind == kind:
+            registry.register(name, target, requires=("lightning",), extra=EXTRA, summary=summary)
+
 
 @hookimpl
 def register_callbacks(registry: Registrar) -> None:
@@ -45,6 +74,7 @@ def register_callbacks(registry: Registrar) -> None:
             extra=EXTRA,
             summary=summary,
         )
+    _register_own(registry, "callback")
 
 
 @hookimpl
@@ -57,3 +87,8 @@ def register_loggers(registry: Registrar) -> None:
             extra=EXTRA,
             summary=summary,
         )
+
+
+@hookimpl
+def register_runners(registry: Registrar) -> None:
+    _register_own(registry, "runner")

@@ -6,14 +6,16 @@ Importing this module does not import PML; :func:`miner_factory` does.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
-from omlcore.protocols import Pairs, Triplets, indices_from_pml
+from omlcore.protocols import Miner, Pairs, Triplets, indices_from_pml
 from omlcore.utils.optional import require
+from omlcore_pml.checks import check_miner, pml_kind
 
-__all__ = ["PMLMiner", "PMLMinerFactory", "miner_factory"]
+__all__ = ["PMLMiner", "PMLMinerFactory", "as_miner", "miner_factory"]
 
 
 class PMLMiner(nn.Module):
@@ -55,3 +57,21 @@ def miner_factory(class_name: str) -> PMLMinerFactory:
     """
     miners = require("pytorch_metric_learning.miners", "pml", what=f"miner 'pml.{class_name}'")
     return PMLMinerFactory(getattr(miners, class_name))
+
+
+def as_miner(miner: Miner | nn.Module | Mapping[str, Any]) -> Miner:
+    """An omlcore :class:`~omlcore.protocols.Miner` from a PML miner (wrapped in :class:`PMLMiner`), an omlcore miner
+    (returned as it is) or a registry config ``{"name": ..., "args": {...}}``.
+
+    Raises:
+        IncompatibleComponentError: ``miner`` is a PML loss, distance ... or not callable.
+    """
+    if isinstance(miner, Mapping):
+        from omlcore.registry import get_registry
+
+        built: Miner = get_registry().build_from_config("miner", miner)
+        return built
+    check_miner(miner)
+    if pml_kind(miner) == "miner" and isinstance(miner, nn.Module):
+        return PMLMiner(miner)
+    return miner

@@ -1,10 +1,11 @@
 """The class names of PML 2.x's concrete losses and miners, kept static so that registering imports nothing.
 
 ``tests/adapters/pml/test_pml_plugin.py`` checks that they equal the concrete subclasses of
-``BaseMetricLossFunction`` / ``BaseMiner`` that the installed PML exports, so they cannot drift silently.
+``BaseMetricLossFunction`` / ``BaseMiner`` that the installed PML exports, and ``tests/adapters/pml/test_pml_fit.py``
+that the losses listed as rejecting labels or ``indices_tuple`` are exactly those that do, so they cannot drift.
 """
 
-__all__ = ["PML_LOSSES", "PML_MINERS"]
+__all__ = ["PML_LOSSES", "PML_LOSSES_WITHOUT_INDICES_TUPLE", "PML_LOSSES_WITHOUT_LABELS", "PML_MINERS"]
 
 #: Concrete subclasses of ``pytorch_metric_learning.losses.BaseMetricLossFunction``.
 PML_LOSSES: tuple[str, ...] = (
@@ -57,4 +58,17 @@ PML_MINERS: tuple[str, ...] = (
     "PairMarginMiner",
     "TripletMarginMiner",
     "UniformHistogramMiner",
+)
+
+#: Losses whose ``forward`` raises when given labels (self-supervised / unsupervised): they cannot be an omlcore
+#: :class:`~omlcore.protocols.Loss`, which is called as ``loss(embeddings, labels)``.
+PML_LOSSES_WITHOUT_LABELS: tuple[str, ...] = ("ManifoldLoss", "VICRegLoss")
+
+#: Losses whose ``forward`` raises when given an ``indices_tuple``, so that no miner can feed them.
+PML_LOSSES_WITHOUT_INDICES_TUPLE: tuple[str, ...] = (
+    "InstanceLoss",
+    "P2SGradLoss",
+    "PNPLoss",
+    "RankedListLoss",
+    "VICRegLoss",
 )

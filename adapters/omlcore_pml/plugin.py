@@ -2,7 +2,10 @@
 
 Names are ``pml.<ClassName>`` (the class names are in :mod:`omlcore_pml.names`). A loss's target is the PML
 class itself; a miner's target is a lazy callable returning :func:`omlcore_pml.miners.miner_factory`, whose
-products wrap the PML miner in :class:`omlcore_pml.miners.PMLMiner`. Registering imports neither PML nor torch.
+products wrap the PML miner in :class:`omlcore_pml.miners.PMLMiner`. ``pml.PMLLoss`` is
+:class:`omlcore_pml.losses.PMLLoss`, a PML loss fed by a miner, both given as configs, e.g. ``{"name": "pml.PMLLoss",
+"args": {"loss": {"name": "pml.TripletMarginLoss"}, "miner": {"name": "pml.BatchHardMiner"}}}``.
+Registering imports neither PML nor torch.
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ def register_losses(registry: Registrar) -> None:
             extra=EXTRA,
             summary=f"pytorch-metric-learning's {class_name}",
         )
+    registry.register(
+        "pml.PMLLoss",
+        "omlcore_pml.losses:PMLLoss",
+        requires=REQUIRES,
+        extra=EXTRA,
+        summary="a PML loss fed by a PML or omlcore miner (args: loss, miner), checked at construction",
+    )
 
 
 @hookimpl

@@ -1,7 +1,51 @@
-"""omlcore's raw-PyTorch adapter: torch.optim optimizers and learning-rate schedulers for configs.
+"""omlcore's raw-PyTorch adapter: a training loop, inference and evaluation, torch.distributed helpers.
 
-Its plugin, :mod:`omlcore_torch.plugin` (entry point ``torch``), registers them by name. Torch is a core
-dependency, so everything here is always available.
+- :func:`fit`: a small training loop (epochs, AMP on CUDA, gradient clipping, validation, checkpoints, exact resume).
+- :func:`inference`: the embeddings of a dataset, in dataset order, DDP-aware; :func:`evaluate`: its metrics.
+- :mod:`omlcore_torch.distributed`: shard loaders across ranks, gather uneven tensors, merge metric states exactly.
+
+Its plugin, :mod:`omlcore_torch.plugin` (entry point ``torch``), registers torch.optim optimizers and learning-rate
+schedulers and these runners by name. Torch is a core dependency, so everything here is always available; the
+names above are imported on first use, so loading the plugin imports nothing.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omlcore_torch.checks import IncompatibleComponentError
+    from omlcore_torch.distributed import all_gather_padded, shard_eval_loader, shard_train_loader, sync_accumulator
+    from omlcore_torch.evaluation import evaluate, inference
+    from omlcore_torch.training import fit, load_checkpoint
+
+__all__ = [
+    "IncompatibleComponentError",
+    "all_gather_padded",
+    "evaluate",
+    "fit",
+    "inference",
+    "load_checkpoint",
+    "shard_eval_loader",
+    "shard_train_loader",
+    "sync_accumulator",
+]
+
+_HOMES = {
+    "IncompatibleComponentError": "omlcore_torch.checks",
+    "all_gather_padded": "omlcore_torch.distributed",
+    "shard_eval_loader": "omlcore_torch.distributed",
+    "shard_train_loader": "omlcore_torch.distributed",
+    "sync_accumulator": "omlcore_torch.distributed",
+    "fit": "omlcore_torch.training",
+    "load_checkpoint": "omlcore_torch.training",
+    "evaluate": "omlcore_torch.evaluation",
+    "inference": "omlcore_torch.evaluation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -24,6 +24,10 @@ from lightning.pytorch import loggers as pl_loggers  # noqa: E402
 
 CALLBACKS = ["EarlyStopping", "LearningRateMonitor", "ModelCheckpoint", "RichProgressBar", "TQDMProgressBar"]
 LOGGERS = ["CSVLogger", "TensorBoardLogger"]
+OWN = {  # omlcore's own Lightning components: name -> (kind, target)
+    "lightning.MetricValCallback": ("callback", "omlcore_lightning.callback:MetricValCallback"),
+    "lightning.RetrievalModule": ("runner", "omlcore_lightning.module:RetrievalModule"),
+}
 HINT = 'pip install "omlcore[lightning]"'
 
 
@@ -38,16 +42,23 @@ def test_hookimpls_match_the_hookspecs() -> None:
     manager.check_pending()  # every hookimpl is a known hook with the right argument names
     assert len(manager.hook.register_callbacks.get_hookimpls()) == 1
     assert len(manager.hook.register_loggers.get_hookimpls()) == 1
+    assert len(manager.hook.register_runners.get_hookimpls()) == 1
 
 
 def test_registers_callbacks_and_loggers() -> None:
     registry = plugin_registry()
-    assert registry.names("callback") == [f"lightning.{name}" for name in CALLBACKS]
+    assert registry.names("callback") == sorted(
+        [f"lightning.{name}" for name in CALLBACKS] + ["lightning.MetricValCallback"]
+    )
     assert registry.names("logger") == [f"lightning.{name}" for name in LOGGERS]
-    assert len(registry) == len(CALLBACKS) + len(LOGGERS)
+    assert registry.names("runner") == ["lightning.RetrievalModule"]
+    assert len(registry) == len(CALLBACKS) + len(LOGGERS) + len(OWN)
     for entry in registry:
-        module = "callbacks" if entry.kind == "callback" else "loggers"
-        assert entry.target == f"lightning.pytorch.{module}:{entry.name.removeprefix('lightning.')}"
+        if entry.name in OWN:
+            assert (entry.kind, entry.target) == OWN[entry.name]
+        else:
+            module = "callbacks" if entry.kind == "callback" else "loggers"
+            assert entry.target == f"lightning.pytorch.{module}:{entry.name.removeprefix('lightning.')}"
         assert entry.requires[0] == "lightning"
         assert entry.extra == "lightning"
         assert entry.plugin == "lightning"
@@ -182,7 +193,7 @@ def test_registering_and_listing_imports_no_framework(python_json: Callable[[str
         print(json.dumps({"entries": len(listing), "heavy": heavy}))
         """
     )
-    assert result == {"entries": len(CALLBACKS) + len(LOGGERS), "heavy": []}
+    assert result == {"entries": len(CALLBACKS) + len(LOGGERS) + len(OWN), "heavy": []}
 
 
 def test_without_lightning_entries_are_unavailable_with_the_install_hint(python_json: Callable[[str], Any]) -> None:
@@ -213,7 +224,7 @@ def test_without_lightning_entries_are_unavailable_with_the_install_hint(python_
         print(json.dumps(out))
         """
     )
-    assert sorted(result) == sorted(f"lightning.{name}" for name in CALLBACKS + LOGGERS)
+    assert sorted(result) == sorted([f"lightning.{name}" for name in CALLBACKS + LOGGERS] + list(OWN))
     for name, entry in result.items():
         assert isinstance(entry, dict)
         assert entry["available"] is False, name

@@ -88,9 +88,10 @@ def test_hookimpls_match_the_hookspecs() -> None:
 
 def test_registers_every_loss_and_miner() -> None:
     registry = plugin_registry()
-    assert registry.names("loss") == sorted(f"pml.{name}" for name in PML_LOSSES)
+    assert registry.names("loss") == sorted([f"pml.{name}" for name in PML_LOSSES] + ["pml.PMLLoss"])
     assert registry.names("miner") == sorted(f"pml.{name}" for name in PML_MINERS)
-    assert len(registry) == len(PML_LOSSES) + len(PML_MINERS)
+    assert len(registry) == len(PML_LOSSES) + len(PML_MINERS) + 1
+    assert registry.get("loss", "pml.PMLLoss").target == "omlcore_pml.losses:PMLLoss"
     for entry in registry:
         assert entry.plugin == "pml"
         assert entry.requires == ("pytorch_metric_learning",)
@@ -213,7 +214,7 @@ def test_registering_and_listing_imports_no_framework(python_json: Callable[[str
         print(json.dumps({"entries": len(listing), "heavy": heavy}))
         """
     )
-    assert result == {"entries": len(PML_LOSSES) + len(PML_MINERS), "heavy": []}
+    assert result == {"entries": len(PML_LOSSES) + len(PML_MINERS) + 1, "heavy": []}
 
 
 def test_without_pml_entries_are_unavailable_with_the_install_hint(python_json: Callable[[str], Any]) -> None:
@@ -251,7 +252,7 @@ def test_without_pml_entries_are_unavailable_with_the_install_hint(python_json: 
     )
     direct = result.pop("direct")
     assert HINT in direct and "miner 'pml.BatchHardMiner'" in direct
-    assert sorted(result) == sorted(f"pml.{name}" for name in PML_LOSSES + PML_MINERS)
+    assert sorted(result) == sorted([f"pml.{name}" for name in PML_LOSSES + PML_MINERS] + ["pml.PMLLoss"])
     for name, entry in result.items():
         assert entry["available"] is False, name
         assert entry["reason"] == f"needs pytorch_metric_learning, not installed: {HINT}"

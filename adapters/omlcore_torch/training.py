@@ -1,0 +1,285 @@
+"""A small, readable training loop: epochs, AMP on CUDA, gradient clipping, validation, checkpoints, exact resume.
+
+:func:`fit` trains ``model`` (an extractor) with a :class:`~omlcore.protocols.Loss` and validates it with any
+:class:`~omlcore.protocols.MetricAccumulator`. A checkpoint is written after every epoch (model, loss, optimizer,
+scheduler, AMP scaler, epoch, history and every rank's RNG states); resuming from it continues exactly where the
+uninterrupted run would be: the sampler gets the same epoch (``set_epoch``), the random streams are restored, so
+the resumed run reproduces the uninterrupted one. Under ``torch.distributed`` (e.g. ``torchrun``) the model and
+loss are wrapped in ``DistributedDataParallel`` and the training loader is sharded unless it already is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from omlcore.keys import IMAGES, LABELS
+from omlcore.protocols import Loss, MetricAccumulator
+from omlcore_torch.checks import check_loss, check_optimizer_covers
+from omlcore_torch.distributed import rank_and_world_size, shard_train_loader
+from omlcore_torch.evaluation import evaluate, model_device
+
+__all__ = ["CHECKPOINT_NAME", "fit", "load_checkpoint", "rng_state", "set_rng_state"]
+
+#: The file :func:`fit` writes into ``checkpoint_dir`` after every epoch.
+CHECKPOINT_NAME = "last.pt"
+
+Scheduler = LRScheduler | ReduceLROnPlateau
+
+
+class _ModelWithLoss(nn.Module):
+    """The model and the loss as one module, so that DDP also averages the gradients of a trainable loss."""
+
+    def __init__(self, model: nn.Module, loss: Loss) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, images: Tensor, labels: Tensor, autocast: Callable[[], Any]) -> Tensor:
+        with autocast():
+            embeddings = self.model(images)
+        return self.loss(embeddings.float(), labels)  # the loss in full precision
+
+
+def rng_state() -> dict[str, Any]:
+    """Python's, numpy's, torch's and (if initialised) CUDA's global random states, as plain tensors and tuples."""
+    kind, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), position, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint written by :func:`fit` (tensors on the CPU; loaded with ``weights_only=True``)."""
+    state: dict[str, Any] = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return state
+
+
+def _set_epoch(loader: DataLoader[Any], epoch: int) -> None:
+    """``set_epoch`` on the loader's batch sampler and sampler (omlcore's samplers, ``DistributedSampler``)."""
+    for owner in {id(o): o for o in (loader.batch_sampler, loader.sampler) if o is not None}.values():
+        set_epoch = getattr(owner, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+
+
+def _gather_rng_states() -> list[dict[str, Any]]:
+    state = rng_state()
+    world_size = rank_and_world_size()[1]
+    if world_size == 1:
+        return [state]
+    everyone: list[Any] = [None] * world_size
+    dist.all_gather_object(everyone, state)
+    return everyone
+
+
+def _mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    if rank_and_world_size()[1] == 1 or not values:
+        return values
+    tensor = torch.tensor(list(values.values()), dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor)
+    return dict(zip(values, (tensor / dist.get_world_size()).tolist(), strict=True))
+
+
+def _scalars(results: Mapping[str, Any]) -> dict[str, float]:
+    """The flat numeric entries of a metrics dict (``"OVERALL/cmc/1": 0.9``), as floats."""
+    return {
+        str(k): float(v)
+        for k, v in results.items()
+        if isinstance(v, int | float) or (isinstance(v, Tensor) and v.numel() == 1)
+    }
+
+
+def fit(
+    model: nn.Module,
+    loss: Loss,
+    optimizer: Optimizer,
+    train_loader: DataLoader[Any],
+    *,
+    epochs: int = 1,
+    scheduler: Scheduler | None = None,
+    scheduler_interval: Literal["epoch", "step"] = "epoch",
+    monitor: str = "loss",
+    val_dataset: Dataset[Any] | None = None,
+    metrics: MetricAccumulator | None = None,
+    val_batch_size: int = 64,
+    val_num_workers: int = 0,
+    device: torch.device | str | None = None,
+    amp: bool | None = None,
+    grad_clip_norm: float | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    input_key: str = IMAGES,
+    labels_key: str = LABELS,
+) -> list[dict[str, float]]:
+    """Train ``model`` for ``epochs`` epochs; returns one record per epoch (``epoch``, ``loss``, the mean of the
+    loss's ``last_logs``, ``lr`` and the flat validation metrics).
+
+    Args:
+        model: the extractor: ``batch[input_key]`` -> ``(B, D)`` embeddings.
+        loss: ``loss(embeddings, labels)``; an ``nn.Module`` loss is moved to the device and checkpointed, and its
+            trainable parameters (ArcFace, proxies ...) must be in ``optimizer``.
+        optimizer, scheduler: torch objects; the scheduler steps every epoch or every step (``scheduler_interval``);
+            ``ReduceLROnPlateau`` gets the epoch record's ``monitor`` value.
+        train_loader: yields dicts with ``input_key`` and ``labels_key``, e.g. over an omlcore sampler:
+            ``DataLoader(dataset, batch_sampler=BalanceSampler(...))``. ``set_epoch(epoch)`` is called on its
+            sampler every epoch.
+        val_dataset, metrics: validated after every epoch with :func:`~omlcore_torch.evaluate` when both are given.
+        device: default: the model's device. amp: mixed precision (fp16 with a gradient scaler on CUDA, bf16 on the
+            CPU); default: on for CUDA. grad_clip_norm: clip the gradients' global norm.
+        checkpoint_dir: write ``checkpoint_dir/last.pt`` after every epoch (rank 0).
+        resume: a checkpoint of :func:`fit` to continue from; ``epochs`` is the total, including the epochs done.
+        progress: a progress bar per epoch with the running loss and the last metrics (rank 0 only).
+    """
+    check_loss(loss)
+    check_optimizer_covers(loss, optimizer)
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if scheduler_interval not in ("epoch", "step"):
+        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+    if isinstance(scheduler, ReduceLROnPlateau) and scheduler_interval != "epoch":
+        raise ValueError("ReduceLROnPlateau steps on an epoch's record: use scheduler_interval='epoch'")
+    if (val_dataset is None) != (metrics is None):
+        raise ValueError("pass both val_dataset and metrics to validate, or neither")
+    target = torch.device(device) if device is not None else model_device(model)
+    use_amp = target.type == "cuda" if amp is None else amp
+    amp_dtype = torch.float16 if target.type == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler(target.type, enabled=use_amp and amp_dtype == torch.float16)
+
+    def autocast() -> Any:
+        return torch.autocast(target.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+
+    rank, world_size = rank_and_world_size()
+    trainable = _ModelWithLoss(model, loss).to(target)
+    step_module: nn.Module = trainable
+    if world_size > 1:
+        device_ids = [target.index if target.index is not None else torch.cuda.current_device()]
+        step_module = DistributedDataParallel(trainable, device_ids=device_ids if target.type == "cuda" else None)
+        train_loader = shard_train_loader(train_loader)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    rng_to_restore: dict[str, Any] | None = None
+    if resume is not None:
+        state = load_checkpoint(resume)
+        model.load_state_dict(state["model"])
+        if isinstance(loss, nn.Module):
+            loss.load_state_dict(state["loss"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            if state.get("scheduler") is None:
+                raise ValueError(f"the checkpoint {resume} was saved without a scheduler; resume without one")
+            scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, history = state["epoch"], list(state["history"])
+        rng_states = state["rng"]
+        rng_to_restore = rng_states[rank] if rank < len(rng_states) else rng_states[0]
+
+    last_metrics: dict[str, float] = {}
+    if rng_to_restore is not None:
+        set_rng_state(rng_to_restore)  # last, so that nothing between here and the first batch draws numbers
+    for epoch in range(start_epoch, epochs):
+        _set_epoch(train_loader, epoch)
+        trainable.train()
+        total, steps, logs = 0.0, 0, dict[str, float]()
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0)
+        for batch in bar:
+            images = batch[input_key].to(target, non_blocking=True)
+            labels = batch[labels_key].to(target, non_blocking=True)
+            value = step_module(images, labels, autocast)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(value).backward()
+            if grad_clip_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(parameters, grad_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None and scheduler_interval == "step":
+                scheduler.step()
+            total, steps = total + float(value.detach()), steps + 1
+            for name, stat in getattr(loss, "last_logs", {}).items():
+                logs[name] = logs.get(name, 0.0) + float(stat)
+            if not bar.disable:
+                bar.set_postfix({"loss": total / steps, **last_metrics}, refresh=False)
+        record = {"loss": total / steps if steps else math.nan, **{k: v / max(steps, 1) for k, v in logs.items()}}
+        record = {"epoch": epoch, **_mean_over_ranks(record), "lr": float(optimizer.param_groups[0]["lr"])}
+        if val_dataset is not None and metrics is not None:
+            results = evaluate(
+                model,
+                val_dataset,
+                metrics,
+                batch_size=val_batch_size,
+                num_workers=val_num_workers,
+                device=target,
+                input_key=input_key,
+                progress=False,
+            )
+            last_metrics = _scalars(results)
+            record.update(last_metrics)
+        if scheduler is not None and scheduler_interval == "epoch":
+            if isinstance(scheduler, ReduceLROnPlateau):
+                scheduler.step(record[monitor])
+            else:
+                scheduler.step()
+        history.append(record)
+        if checkpoint_dir is not None:
+            _save(
+                Path(checkpoint_dir) / CHECKPOINT_NAME,
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "loss": loss.state_dict() if isinstance(loss, nn.Module) else {},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scaler": scaler.state_dict(),
+                    "history": history,
+                    "rng": _gather_rng_states(),
+                },
+                rank,
+            )
+    return history
+
+
+def _save(path: Path, state: dict[str, Any], rank: int) -> None:
+    """Write ``state`` atomically (a temporary file, then a rename), on rank 0 only."""
+    if rank != 0:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
