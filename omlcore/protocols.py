@@ -330,6 +330,12 @@ class KNNBackend(Protocol):
         ``(distances, indices)``: float ``(Q, k)`` ascending per row and int64 ``(Q, k)`` gallery indices,
         on the device of ``queries``. Rows with fewer than ``k`` candidates are padded with distance
         ``inf`` and index ``-1``. Ties are broken by the smaller gallery index (exact backends).
+
+    ``k`` may exceed ``G`` (the rows are then padded). A backend is built with its distance (``metric="l2"``,
+    the Euclidean distance, or ``"cosine"``, ``1 - cos``) and exposes it as ``backend.metric``. When
+    ``queries is gallery`` (and the exclusion pairs are symmetric) a backend may compute each distance once.
+    omlcore's exact backend is :class:`omlcore.retrieval.ExactKNN`; ``faiss.flat`` / ``faiss.ivf`` /
+    ``faiss.hnsw`` come with the ``omlcore-faiss`` plugin.
     """
 
     def search(

@@ -227,7 +227,9 @@ class EmbeddingMetrics:
         """Everything collected so far, one tensor per entry of :attr:`state_reductions` (all ``"cat"``)."""
         state: dict[str, Tensor] = {}
         for name, parts in self._parts.items():
-            if parts:
+            if len(parts) == 1:
+                state[name] = parts[0]
+            elif parts:
                 state[name] = torch.cat(parts)
             elif name == "embeddings":
                 state[name] = torch.zeros(0, self._dim or 0)
@@ -267,7 +269,10 @@ class EmbeddingMetrics:
         first[1:] = sorted_index[1:] != sorted_index[:-1]
         keep = order[first]
         self.summary = {"n_duplicates_dropped": int(len(order) - len(keep))}
-        collected = {name: state[name].to(device)[keep] for name in _STATE if name != "category_names"}
+        if torch.equal(keep, torch.arange(len(index), device=device)):  # already in order, once each: no copies
+            collected = {name: state[name].to(device) for name in _STATE if name != "category_names"}
+        else:
+            collected = {name: state[name].to(device)[keep] for name in _STATE if name != "category_names"}
         collected["category_names"] = state["category_names"]
         return collected
 

@@ -157,8 +157,10 @@ def pcf(embeddings: Tensor, variances: Sequence[float]) -> Tensor:
         raise ValueError(f"pcf variances must be a non-empty sequence of numbers in [0, 1], got {list(variances)}")
     if len(embeddings) < 2:
         return torch.full((len(variances),), float("nan"), dtype=torch.float64)
-    centered = embeddings.double() - embeddings.double().mean(dim=0, keepdim=True)
-    eigenvalues = torch.linalg.eigvalsh(centered.T @ centered).flip(0).clamp_min(0.0).cpu()
+    parts = embeddings.split(8192)  # float64 in chunks: no full-size copy
+    mean = sum(part.double().sum(dim=0) for part in parts) / len(embeddings)
+    covariance = sum((part.double() - mean).T @ (part.double() - mean) for part in parts)
+    eigenvalues = torch.linalg.eigvalsh(covariance).flip(0).clamp_min(0.0).cpu()
     total = eigenvalues.sum()
     if not bool(total > 0):
         return torch.full((len(variances),), float("nan"), dtype=torch.float64)

@@ -89,22 +89,24 @@ class _Scorer:
     """
 
     def __init__(self, queries: Tensor, gallery: Tensor, metric: DistanceMetric, chunk: int, gemm: CpuGemm) -> None:
-        if metric == "cosine":
+        if metric == "cosine":  # the one full copy this class makes: normalised inputs
             queries = torch.nn.functional.normalize(queries, dim=1)
             gallery = queries if gallery is queries else torch.nn.functional.normalize(gallery, dim=1)
             self.row_term: Tensor | None = None
             self.bias = torch.ones(len(gallery), dtype=gallery.dtype, device=gallery.device)
-            self.scaled = queries.neg()  # 1 - q.g  ==  1 + (-q).g
+            self.scale = -1.0  # 1 - q.g  ==  1 + (-q).g
         else:
-            self.row_term = queries.pow(2).sum(dim=1)
-            self.bias = self.row_term if gallery is queries else gallery.pow(2).sum(dim=1)
-            self.scaled = queries.mul(-2.0)  # exact: a power of two
+            self.row_term = _squared_norms(queries)
+            self.bias = self.row_term if gallery is queries else _squared_norms(gallery)
+            self.scale = -2.0  # exact: a power of two
+        self.queries = queries
         self.gallery = gallery
         self.chunk = chunk
         on_cpu = gallery.device.type == "cpu"
         if gemm == "onednn" and not (on_cpu and _onednn_available()):
             raise RetrievalInputError("cpu_gemm='onednn' needs CPU tensors and a PyTorch built with oneDNN (mkldnn)")
         self.onednn = on_cpu and (gemm == "onednn" or (gemm == "auto" and _onednn_available()))
+        # oneDNN copies of the gallery blocks, made once: converting per block would cost as much as the GEMM
         self._gallery_blocks: dict[int, tuple[Tensor, Tensor]] = {}
         self._buffer = torch.empty(0, dtype=gallery.dtype, device=gallery.device)
 
@@ -117,7 +119,7 @@ class _Scorer:
 
     def row_block(self, rows: slice) -> Tensor:
         """The (scaled) queries of ``rows``, in the GEMM's input format."""
-        block = self.scaled[rows].contiguous()
+        block = self.queries[rows].mul(self.scale)
         return block.to_mkldnn() if self.onednn else block
 
     def scores(self, rows: slice, prepared_rows: Tensor, cols: slice) -> Tensor:
@@ -133,6 +135,11 @@ class _Scorer:
         if self.row_term is not None:
             out.add_(self.row_term[rows, None])
         return out
+
+
+def _squared_norms(x: Tensor, chunk: int = 8192) -> Tensor:
+    """``||x_i||^2`` row by row, in chunks (no full-size temporary)."""
+    return torch.cat([part.pow(2).sum(dim=1) for part in x.split(chunk)]) if len(x) else x.new_zeros(0)
 
 
 def _slices(n: int, chunk: int) -> list[slice]:
