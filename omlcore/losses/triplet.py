@@ -125,7 +125,7 @@ class TripletLossWithMiner(nn.Module):
         if type(self.miner) is AllTripletsMiner and self.margin is not None and self.reduction != "none":
             with torch.no_grad():
                 positive, negative = pair_masks(labels, ignore_anchor_mask=ignore_anchor_mask, sequences=sequences)
-                total = int((positive.sum(1) * negative.sum(1)).sum())
+                total = int((positive.count_nonzero(1) * negative.count_nonzero(1)).sum())
             cap = self.miner.max_output_triplets
             if total and (cap is None or cap >= total):
                 loss, self.last_logs = all_triplets_margin_loss(
@@ -191,7 +191,7 @@ def all_triplets_margin_loss(
     """
     detached = distances.detach()
     with torch.no_grad():
-        n_pos, n_neg = positive.sum(1), negative.sum(1)
+        n_pos, n_neg = positive.count_nonzero(1), negative.count_nonzero(1)
         total = int((n_pos * n_neg).sum()) if total is None else total
         sorted_neg, order = detached.masked_fill(~negative, float("inf")).sort(dim=1)
         active = torch.searchsorted(sorted_neg, detached + margin).masked_fill_(~positive, 0)

@@ -39,7 +39,7 @@ class AllTripletsMiner(TripletMiner):
 def all_triplets(positive: Tensor, negative: Tensor, max_triplets: int | None = None) -> Triplets:
     """Every ``(a, p, n)`` with ``positive[a, p] and negative[a, n]``, or a uniform subset of ``max_triplets``."""
     device = positive.device
-    pos_count, neg_count = positive.sum(1), negative.sum(1)
+    pos_count, neg_count = positive.count_nonzero(1), negative.count_nonzero(1)
     total = int((pos_count * neg_count).sum())
     if total == 0:
         return Triplets.empty(device)
