@@ -187,8 +187,10 @@ def fit(
     trainable = _ModelWithLoss(model, loss).to(target)
     step_module: nn.Module = trainable
     if world_size > 1:
-        device_ids = [target.index if target.index is not None else torch.cuda.current_device()]
-        step_module = DistributedDataParallel(trainable, device_ids=device_ids if target.type == "cuda" else None)
+        device_ids = None
+        if target.type == "cuda":
+            device_ids = [target.index if target.index is not None else torch.cuda.current_device()]
+        step_module = DistributedDataParallel(trainable, device_ids=device_ids)
         train_loader = shard_train_loader(train_loader)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
 

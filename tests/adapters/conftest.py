@@ -1,0 +1,71 @@
+"""A tiny generated image dataset in OML's CSV format, shared by the adapter tests (and their subprocess scripts), and
+one torch thread per test process.
+
+Tiny models gain nothing from a second thread, and on a busy machine OpenMP threads that wait for a busy core make
+each step tens of times slower; subprocesses get ``OMP_NUM_THREADS=1`` (:data:`ONE_THREAD`) for the same reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+#: 32 px images to 32 px tensors (normalised): what SmallCNN trains on in a blink.
+TRANSFORM: dict[str, Any] = {"name": "resize_normalize", "args": {"size": 32}}
+TRAIN_LABELS = 8
+VAL_LABELS = 6
+PER_LABEL = 4
+#: Environment additions for the subprocesses the tests start.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_toy_images(root: Path, seed: int = 0) -> pd.DataFrame:
+    """``TRAIN_LABELS`` + ``VAL_LABELS`` labels of ``PER_LABEL`` noisy 32 px images each, written as PNGs under
+    ``root``; the table (also saved as ``root/df.csv``) has two categories. Neighbouring labels have
+    close colours, so that retrieval is not perfect."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for label in range(TRAIN_LABELS + VAL_LABELS):
+        colour = np.array([40 + 12 * label, 200 - 9 * label, 90 + 5 * (label % 3)], dtype=float)
+        train = label < TRAIN_LABELS
+        for k in range(PER_LABEL):
+            pixels = np.clip(colour + rng.normal(0, 45, (32, 32, 3)), 0, 255).astype(np.uint8)
+            path = f"{label}_{k}.png"
+            Image.fromarray(pixels).save(root / path)
+            rows.append(
+                {
+                    "label": label,
+                    "path": path,
+                    "split": "train" if train else "validation",
+                    "is_query": None if train else True,
+                    "is_gallery": None if train else True,
+                    "category": "warm" if label % 2 else "cold",
+                }
+            )
+    df = pd.DataFrame(rows)
+    df.to_csv(root / "df.csv", index=False)
+    return df
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the generated dataset (images and ``df.csv``), made once per session."""
+    root = tmp_path_factory.mktemp("toy_images")
+    make_toy_images(root)
+    return root
