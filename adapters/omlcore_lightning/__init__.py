@@ -4,7 +4,8 @@
   or registry configs), logging the loss and its statistics; ``trainer.validate`` / ``test`` / ``predict`` work.
 - :class:`MetricValCallback`: feeds any metric accumulator and logs its flat keys, merged exactly across DDP ranks.
 - DDP: ``trainer.fit(module, train_loader, val_loader)`` with ``strategy="ddp"`` works with omlcore's batch samplers
-  as they are (:mod:`omlcore_lightning.ddp`); :func:`gather_predictions` collects ``trainer.predict`` across ranks.
+  as they are (:mod:`omlcore_lightning.sampling`); :func:`gather_predictions` collects ``trainer.predict`` across
+  ranks.
 
 Its plugin, :mod:`omlcore_lightning.plugin` (entry point ``lightning``), registers these and Lightning's callbacks and
 loggers by name without importing Lightning; they need ``pip install "omlcore[lightning]"``, and importing one of the
@@ -18,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from omlcore_lightning.callback import MetricValCallback
-    from omlcore_lightning.ddp import gather_predictions, install_distributed_sampling
     from omlcore_lightning.module import RetrievalModule
+    from omlcore_lightning.sampling import gather_predictions, install_sampling
 
-__all__ = ["MetricValCallback", "RetrievalModule", "gather_predictions", "install_distributed_sampling"]
+__all__ = ["MetricValCallback", "RetrievalModule", "gather_predictions", "install_sampling"]
 
 _HOMES = {
     "MetricValCallback": "omlcore_lightning.callback",
     "RetrievalModule": "omlcore_lightning.module",
-    "gather_predictions": "omlcore_lightning.ddp",
-    "install_distributed_sampling": "omlcore_lightning.ddp",
+    "gather_predictions": "omlcore_lightning.sampling",
+    "install_sampling": "omlcore_lightning.sampling",
 }
 
 

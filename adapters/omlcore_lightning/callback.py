@@ -10,7 +10,7 @@ from torch import Tensor
 from omlcore.keys import EMBEDDINGS, IMAGES
 from omlcore.protocols import MetricAccumulator
 from omlcore.utils.optional import require
-from omlcore_lightning.ddp import install_distributed_sampling
+from omlcore_lightning.sampling import install_sampling
 from omlcore_torch.distributed import sync_accumulator
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class MetricValCallback(Callback):
     ...) without the images, updated with what the step returned: a dict with ``"embeddings"`` (as
     :class:`~omlcore_lightning.RetrievalModule` returns) or the embeddings tensor itself. At the end of the epoch
     the ranks' states are merged exactly (:func:`~omlcore_torch.distributed.sync_accumulator`; the evaluation
-    loaders are sharded without padding, see :mod:`omlcore_lightning.ddp`), ``metric.compute()`` runs on every
+    loaders are sharded without padding, see :mod:`omlcore_lightning.sampling`), ``metric.compute()`` runs on every
     rank, the result is kept in :attr:`metrics` and its scalar flat keys are logged (``log_prefix`` + key), so
     ``ModelCheckpoint(monitor="OVERALL/cmc/1", mode="max")`` works. Sanity-check batches are not counted.
 
@@ -72,7 +72,7 @@ class MetricValCallback(Callback):
         self.metrics: dict[str, Any] = {}
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        install_distributed_sampling(trainer)
+        install_sampling(trainer)
 
     def _update(self, trainer: Any, outputs: Any, batch: Any, dataloader_idx: int) -> None:
         if trainer.sanity_checking or dataloader_idx != self.dataloader_idx:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from torch import Tensor, nn
@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 from omlcore.keys import EMBEDDINGS, IMAGES, LABELS
 from omlcore.protocols import Loss
 from omlcore.utils.optional import require
-from omlcore_lightning.ddp import install_distributed_sampling
+from omlcore_lightning.sampling import install_sampling
 from omlcore_torch.checks import check_loss, check_optimizer_covers
 
 if TYPE_CHECKING:
@@ -42,17 +42,6 @@ def _build(kind: str, spec: Any, first: Any) -> Any:
     return spec(first)
 
 
-def _loaders(loaders: Any) -> Iterator[Any]:
-    if isinstance(loaders, Mapping):
-        for value in loaders.values():
-            yield from _loaders(value)
-    elif isinstance(loaders, list | tuple):
-        for value in loaders:
-            yield from _loaders(value)
-    elif loaders is not None:
-        yield loaders
-
-
 class RetrievalModule(LightningModule):
     """A ``LightningModule`` that trains ``extractor`` with ``loss`` on batches of omlcore's datasets.
 
@@ -63,8 +52,8 @@ class RetrievalModule(LightningModule):
       :class:`~omlcore_lightning.MetricValCallback` feeds to a metric accumulator.
     - ``predict_step``: the embeddings (``trainer.predict`` returns one tensor per batch; see
       :func:`~omlcore_lightning.gather_predictions`).
-    - DDP: works with ``strategy="ddp"`` and omlcore's batch samplers as they are (see
-      :mod:`omlcore_lightning.ddp`); ``set_epoch`` is called on the training batch samplers every epoch.
+    - Loaders: omlcore's batch samplers get the trainer's epoch (so a resumed run draws the batches of an
+      uninterrupted one), and ``strategy="ddp"`` works with them as they are (see :mod:`omlcore_lightning.sampling`).
 
     Args:
         extractor: ``images -> (B, D)`` embeddings.
@@ -115,14 +104,7 @@ class RetrievalModule(LightningModule):
         return embeddings
 
     def setup(self, stage: str) -> None:
-        install_distributed_sampling(self.trainer)
-
-    def on_train_epoch_start(self) -> None:
-        # Lightning calls set_epoch on samplers only; omlcore's batch samplers take it too (exact resumes)
-        for loader in _loaders(self.trainer.train_dataloader):
-            set_epoch = getattr(getattr(loader, "batch_sampler", None), "set_epoch", None)
-            if callable(set_epoch):
-                set_epoch(self.current_epoch)
+        install_sampling(self.trainer)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         images, labels = batch[self.input_key], batch[self.labels_key]
