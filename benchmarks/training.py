@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -343,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         "triplet + batch hard, fwd+bwd",
     ]
     plan = [(case, size) for case in cases for size in sizes] + [("BalanceSampler epoch", 0)]
+    load_start = os.getloadavg()[0]
     rows = []
     for case, size in plan:
         label = f"{(QUICK_SAMPLER if args.quick else SAMPLER)['items']:,} items" if not size else str(size)
@@ -356,7 +358,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{case} / {label}: " + ", ".join(f"{n} {fmt_time(c.seconds)}" for n, c in row.cells.items()),
             file=sys.stderr,
         )
-    print(f"Machine: {machine()}.\n")
+    load = f"load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
+    print(f"Machine: {machine()}; {load}.\n")
     print("Cells: median time / peak memory of one call (rise of the process's RSS high-water mark).\n")
     print(table(rows))
 
