@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import defaultdict
 from typing import Any
 
 import pytest
@@ -253,3 +254,58 @@ def test_k_larger_than_gallery_follows_oml() -> None:
     assert out["OVERALL/cmc/1"] == 0.5 and out["OVERALL/cmc/10"] == 1.0
     assert out["OVERALL/precision/10"] == 1.0  # each query: 1 hit / min(n=1, k'=2)
     assert out["OVERALL/map/10"] == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_ties_against_a_brute_force_full_matrix() -> None:
+    """Integer embeddings (exact distances, ties everywhere): ranks follow (distance, gallery index)."""
+    generator = torch.Generator().manual_seed(9)
+    n = 200
+    embeddings = torch.randint(-1, 2, (n, 4), generator=generator).float()
+    labels = torch.randint(0, 6, (n,), generator=generator)
+    sequences = torch.randint(-1, 50, (n,), generator=generator)
+    is_query, is_gallery = torch.rand(n, generator=generator) < 0.6, torch.rand(n, generator=generator) < 0.7
+    metrics = EmbeddingMetrics(
+        cmc_top_k=(1, 3), precision_top_k=(3, 10), map_top_k=(10,), pcf_variance=(), pml_metrics=PML_METRICS
+    )
+    metrics.update(
+        {"embeddings": embeddings, "labels": labels, "is_query": is_query, "is_gallery": is_gallery}
+        | {"sequences": sequences}
+    )
+    got = quiet_compute(metrics)
+    queries, gallery = is_query.nonzero().flatten(), is_gallery.nonzero().flatten()
+    distances = torch.cdist(embeddings[queries].double(), embeddings[gallery].double())
+    same_sequence = (sequences[queries][:, None] == sequences[gallery][None]) & (sequences[queries][:, None] >= 0)
+    distances[(queries[:, None] == gallery[None]) | same_sequence] = float("inf")
+    order = torch.sort(distances, dim=1, stable=True).indices  # the tie rule: smaller gallery index first
+    per_query: dict[str, list[float]] = defaultdict(list)
+    for q in range(len(queries)):
+        ranked = order[q][torch.isfinite(distances[q, order[q]])]
+        row = (labels[gallery[ranked]] == labels[queries[q]]).tolist()
+        n_rel = sum(row)
+        hits = [sum(row[: i + 1]) for i in range(len(row))]
+        for k in (1, 3):
+            per_query[f"OVERALL/cmc/{k}"].append(float(any(row[:k])) if row else float(n_rel == 0))
+        for k in (3, 10):
+            cut = min(k, len(row))
+            value = hits[cut - 1] / min(n_rel, cut) if row and n_rel else (math.nan if row else float(n_rel == 0))
+            per_query[f"OVERALL/precision/{k}"].append(value)
+        cut = min(10, len(row))
+        total = hits[cut - 1] if row else 0
+        average = sum(hits[i] / (i + 1) * row[i] for i in range(cut)) / total if total else 0.0
+        per_query["OVERALL/map/10"].append(average if row else float(n_rel == 0))
+        if n_rel:
+            per_query["OVERALL/precision_at_1"].append(float(row[0]))
+            per_query["OVERALL/r_precision"].append(sum(row[:n_rel]) / n_rel)
+            per_query["OVERALL/mean_average_precision_at_r"].append(
+                sum(hits[i] / (i + 1) * row[i] for i in range(n_rel)) / n_rel
+            )
+            first = row.index(True) + 1
+            per_query["OVERALL/mean_reciprocal_rank"].append(1 / first if first <= got_width(metrics) else 0.0)
+    assert set(per_query) == {key for key in got if "/" in key}
+    for key, values in per_query.items():
+        assert got[key] == pytest.approx(sum(values) / len(values), nan_ok=True), key
+
+
+def got_width(metrics: EmbeddingMetrics) -> int:
+    assert metrics.retrieval_results is not None
+    return metrics.retrieval_results.top_k

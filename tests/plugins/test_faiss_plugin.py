@@ -71,6 +71,29 @@ def test_installed_distribution_is_discovered_and_used_from_a_config() -> None:
     assert isinstance(backend, KNNBackend) and backend.M == 16
 
 
+@pytest.mark.skipif(not installed(), reason="the omlcore-faiss distribution is not installed here")
+def test_cli_lists_the_backends_and_the_plugin_can_be_disabled(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omlcore.cli import main
+    from omlcore.plugins import reset_plugin_manager
+
+    main(["plugins", "--kind", "knn_backend"])
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in [*NAMES, "exact"])
+    monkeypatch.setenv("OMLCORE_DISABLE_PLUGINS", "faiss")
+    reset_plugin_manager()
+    assert get_registry().names("knn_backend") == ["exact"]
+
+
+@pytest.mark.skipif(not installed(), reason="the omlcore-faiss distribution is not installed here")
+def test_embedding_metrics_take_the_backend_by_name() -> None:
+    pytest.importorskip("faiss")
+    metrics = EmbeddingMetrics(knn_backend={"name": "faiss.ivf", "args": {"nlist": 4}}, metric="cosine")
+    assert type(metrics.knn_backend).__name__ == "FaissIVFKNN"
+    assert (metrics.knn_backend.metric, metrics.knn_backend.nlist) == ("cosine", 4)  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="module")
 def backends() -> ModuleType:
     pytest.importorskip("faiss")
