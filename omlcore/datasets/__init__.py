@@ -1,4 +1,4 @@
-"""Datasets in OML's CSV format: the format validator and image datasets for training and evaluation."""
+"""Datasets in OML's CSV format: the format validator, image datasets, and the shipped glyphs dataset."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from omlcore.datasets.csv_format import (
     read_dataset_csv,
     validate_dataframe,
 )
+from omlcore.datasets.glyphs import glyphs_dataframe, load_glyphs, materialize_glyphs
 from omlcore.datasets.images import (
     ImageBaseDataset,
     ImageLabeledDataset,
@@ -25,6 +26,9 @@ __all__ = [
     "ImageLabeledDataset",
     "ImageQueryGalleryDataset",
     "TransformSpec",
+    "glyphs_dataframe",
+    "load_glyphs",
+    "materialize_glyphs",
     "read_dataset_csv",
     "resolve_transform",
     "validate_dataframe",
