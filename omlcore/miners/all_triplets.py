@@ -19,9 +19,10 @@ class AllTripletsMiner(TripletMiner):
     ``(a, p, n)``, the order of PML's ``get_all_triplets_indices``.
 
     Args:
-        max_output_triplets: keep a uniform random subset of at most this many triplets (without replacement;
-            sampled from ``[0, T)`` without enumerating all ``T``), drawn with torch's global generator, so
-            ``torch.manual_seed`` makes it reproducible. ``None`` keeps all.
+        max_output_triplets: keep a uniform random subset of at most this many triplets, without replacement:
+            positions in ``[0, T)`` are sampled (:func:`sample_distinct`) and decoded, so memory stays
+            ``O(B^2 + max_output_triplets)`` however large ``T`` is. Drawn with torch's global generator
+            (``torch.manual_seed`` makes it reproducible). ``None`` keeps all.
     """
 
     def __init__(self, max_output_triplets: int | None = None) -> None:
@@ -83,21 +84,18 @@ def _sampled_triplets(positive: Tensor, negative: Tensor, neg_count: Tensor, tot
 
 
 def sample_distinct(total: int, k: int, device: torch.device | str | None = None) -> Tensor:
-    """``k`` distinct integers drawn uniformly from ``[0, total)``, in ``O(k)`` memory when ``k <= total / 2``.
+    """``k`` distinct integers drawn uniformly from ``[0, total)``, in ``O(k)`` memory.
 
-    Draws with replacement, keeps the distinct values and repeats until there are ``k`` (each round fills most
-    of the gap), then keeps a random ``k`` of them; the result is a uniform ``k``-subset by symmetry. When ``k``
-    is more than half of ``total``, the ``total - k`` left out are drawn that way instead (memory ``O(total)``,
-    the size of the answer).
+    For ``k >= total / 4`` a prefix of a random permutation (memory ``O(total)``, at most 4x the answer);
+    otherwise draws with replacement, keeps the distinct values and repeats until there are ``k`` (duplicates are
+    rare, so one or two rounds), then keeps a random ``k`` of them, a uniform ``k``-subset by symmetry.
     """
     if not 0 <= k <= total:
         raise ValueError(f"sample_distinct: need 0 <= k <= total, got k={k}, total={total}")
-    if 2 * k > total:
-        keep = torch.ones(total, dtype=torch.bool, device=device)
-        keep[sample_distinct(total, total - k, device)] = False
-        return keep.nonzero().squeeze(1)
+    if 4 * k >= total:
+        return torch.randperm(total, device=device)[:k]
     drawn = torch.empty(0, dtype=torch.long, device=device)
     while len(drawn) < k:
-        extra = torch.randint(total, (k - len(drawn) + k // 16 + 8,), device=device)
+        extra = torch.randint(total, (k - len(drawn) + k // 8 + 8,), device=device)
         drawn = torch.unique(torch.cat([drawn, extra]))
     return drawn[torch.randperm(len(drawn), device=device)[:k]]
