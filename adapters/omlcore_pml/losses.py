@@ -44,8 +44,9 @@ class PMLLoss(nn.Module):
     def __init__(self, loss: Any, miner: Miner | Mapping[str, Any] | None = None) -> None:
         super().__init__()
         loss = _build("loss", loss)
-        self.miner = as_miner(miner) if miner is not None else None
-        check_loss(loss, miner=self.miner)
+        given = _build("miner", miner)
+        self.miner = as_miner(given) if given is not None else None
+        check_loss(loss, miner=given)  # the miner as given (not wrapped), so that an error names it
         self.loss = loss
         self.last_logs: dict[str, float] = {}
 

@@ -18,10 +18,14 @@ class IncompatibleComponentError(OmlcoreError, TypeError):
 
 
 def describe(obj: object) -> str:
-    """``ClassName`` plus the defining package for foreign objects, e.g. ``pytorch_metric_learning's VICRegLoss``."""
+    """The class name, with the package for foreign objects (``pytorch_metric_learning's VICRegLoss``) and the wrapped
+    object for the PML adapter's wrappers (``PMLLoss(pytorch_metric_learning's ArcFaceLoss)``)."""
     cls = type(obj)
     package = cls.__module__.split(".")[0]
-    return cls.__name__ if package in ("omlcore", "omlcore_pml", "builtins") else f"{package}'s {cls.__name__}"
+    if package == "omlcore_pml":
+        inner = getattr(obj, "loss", None) or getattr(obj, "miner", None)
+        return f"{cls.__name__}({describe(inner)})" if inner is not None else cls.__name__
+    return cls.__name__ if package in ("omlcore", "omlcore_torch", "builtins") else f"{package}'s {cls.__name__}"
 
 
 def is_pml_object(obj: object) -> bool:

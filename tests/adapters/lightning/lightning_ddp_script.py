@@ -75,6 +75,8 @@ def main(root: Path, out: Path) -> None:
         },
         out / f"rank{trainer.global_rank}.pt",
     )
+    torch.distributed.barrier()  # both ranks are done: close the gloo group before the interpreter exits
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
