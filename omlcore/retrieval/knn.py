@@ -147,8 +147,13 @@ def _slices(n: int, chunk: int) -> list[slice]:
 
 
 def default_chunk_size(device: torch.device) -> int:
-    """Rows (and columns) per block: 1024 on CPU (a 4 MiB block stays in cache), 8192 on GPUs."""
-    return _CPU_CHUNK if device.type == "cpu" else _CUDA_CHUNK
+    """Rows (and columns) per block: 1024 on CPU (a 4 MiB block stays in cache); on a GPU 16384 (1 GiB blocks)
+    when it has 32 GiB or more, else 8192."""
+    if device.type == "cpu":
+        return _CPU_CHUNK
+    if device.type == "cuda" and torch.cuda.get_device_properties(device).total_memory >= 32 * 2**30:
+        return 2 * _CUDA_CHUNK
+    return _CUDA_CHUNK
 
 
 def iter_score_blocks(
@@ -191,17 +196,40 @@ def _sortable(values: Tensor) -> Tensor:
 
 
 class _RunningTopK:
-    """Per query the ``k`` smallest ``(score, gallery index)`` seen so far, ``(inf, -1)`` where fewer were seen."""
+    """Per query the ``k`` smallest ``(score, gallery index)`` seen so far, ``(inf, -1)`` where fewer were seen.
+
+    Candidates of a chunk of queries are kept pending and merged in once they are as many as the chunk's
+    top-k entries (or when some query still lacks k neighbours), so that merging costs O(candidates): the
+    thresholds used meanwhile are those of the last merge, which are never too tight.
+    """
 
     def __init__(self, n: int, k: int, device: torch.device) -> None:
         self.k = k
         self.values = torch.full((n, k), _INF, device=device)
         self.indices = torch.full((n, k), -1, dtype=torch.long, device=device)
+        self._pending: dict[int, list[tuple[Tensor, Tensor, Tensor]]] = {}
+        self._pending_count: dict[int, int] = {}
 
-    def merge(self, rows: slice, query: Tensor, gallery: Tensor, values: Tensor) -> None:
-        """Fold candidates (``query`` local to ``rows``, global ``gallery`` indices larger than any seen) in."""
-        if not len(query):
+    def add(self, rows: slice, query: Tensor, gallery: Tensor, values: Tensor, merge_now: bool) -> None:
+        """Queue candidates (``query`` local to ``rows``; ``gallery`` indices larger than any queued before)."""
+        pending = self._pending.setdefault(rows.start, [])
+        pending.append((query, gallery, values))
+        count = self._pending_count.get(rows.start, 0) + len(query)
+        self._pending_count[rows.start] = count
+        if merge_now or count >= (rows.stop - rows.start) * self.k:
+            self.merge(rows)
+
+    def flush(self, chunks: list[slice]) -> None:
+        for rows in chunks:
+            self.merge(rows)
+
+    def merge(self, rows: slice) -> None:
+        """Fold the pending candidates of ``rows`` into their top-k."""
+        pending = self._pending.pop(rows.start, [])
+        self._pending_count.pop(rows.start, None)
+        if not pending or not sum(len(part[0]) for part in pending):
             return
+        query, gallery, values = (torch.cat(parts) for parts in zip(*pending, strict=True))
         k, device = self.k, values.device
         touched, local = torch.unique(query, return_inverse=True)
         positions = touched + rows.start
@@ -274,10 +302,13 @@ def _absorb(topk: _RunningTopK, scores: Tensor, rows: slice, cols: slice, transp
     block_rows, block_cols, values = _candidates(scores, threshold, transposed)
     query_local, gallery_local = (block_cols, block_rows) if transposed else (block_rows, block_cols)
     query, gallery = query_local + rows.start, gallery_local + cols.start
-    keep = torch.isfinite(values)
+    keep = torch.isfinite(values) if len(unfilled) else None  # finite thresholds pass finite scores only
     if exclude:
-        keep &= ~_excluded(query, gallery, exclude)
-    topk.merge(rows, query_local[keep], gallery[keep], values[keep])
+        allowed = ~_excluded(query, gallery, exclude)
+        keep = allowed if keep is None else keep & allowed
+    if keep is not None and not bool(keep.all()):
+        query_local, gallery, values = query_local[keep], gallery[keep], values[keep]
+    topk.add(rows, query_local, gallery, values, merge_now=bool(len(unfilled)))
 
 
 class ExactKNN:
@@ -285,7 +316,7 @@ class ExactKNN:
 
     Args:
         metric: ``"l2"`` (Euclidean) or ``"cosine"`` (``1 - cos``).
-        chunk_size: rows / columns per block; default 1024 on CPU, 8192 on CUDA. Memory beyond the inputs is
+        chunk_size: rows / columns per block; default 1024 on CPU, 8192 or 16384 on CUDA. Memory beyond the inputs is
             ``O(Q * k + chunk_size^2)``, plus a oneDNN copy of the gallery on CPU.
         cpu_gemm: ``"auto"`` (oneDNN when PyTorch has it, else BLAS), ``"onednn"`` or ``"blas"`` (``torch.addmm``).
 
@@ -337,10 +368,14 @@ class ExactKNN:
             blocks = iter_score_blocks(
                 queries, gallery, self.metric, symmetric=symmetric, chunk_size=self.chunk_size, cpu_gemm=self.cpu_gemm
             )
+            chunks: dict[int, slice] = {}
             for block in blocks:
                 _absorb(topk, block.scores, block.rows, block.cols, False, pairs)
                 if block.mirrored:
                     _absorb(topk, block.scores, block.cols, block.rows, True, pairs)
+                chunks[block.rows.start] = block.rows
+                chunks[block.cols.start] = block.cols
+            topk.flush(list(chunks.values()))
         distances = scores_to_distances(topk.values, self.metric)
         indices = topk.indices
         if width < k:
