@@ -15,6 +15,7 @@ repeating items) are dropped, so every rank computes exactly the one-process num
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import warnings
@@ -64,6 +65,7 @@ _OML_METRICS = ("cmc", "precision", "map")
 _STATE = ("embeddings", "labels", "is_query", "is_gallery", "index", "categories", "sequences", "category_names")
 
 
+@functools.lru_cache(maxsize=4096)
 def _category_code(name: str) -> int:
     """A stable positive 63-bit code of a category name, the same in every process (0 means "no category")."""
     code = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") & (2**63 - 1)

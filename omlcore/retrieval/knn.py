@@ -3,14 +3,15 @@
 The query x gallery distance matrix is never built. Queries and gallery are cut into chunks; each block of
 distances comes from one GEMM and is folded into a running top-k per query, so memory is
 ``O(Q * k + chunk^2)``. Folding is cheap because almost nothing survives it: a block entry can only enter
-a query's top-k when it is not farther than the query's current k-th neighbour, so each block is reduced to
-those few candidates by one comparison, and only they are merged (sorted by ``(query, distance, gallery
-index)``). When the queries *are* the gallery (``queries is gallery``, symmetric exclusions), each block above
-the diagonal also serves as its transpose, so every distance is computed once: half the GEMM FLOP.
+a query's top-k when it is not farther than the query's current k-th neighbour. Each block is screened by
+the minima of groups of 32 entries against that threshold, only passing groups are expanded, and the few
+candidates are merged (sorted by ``(query, distance, gallery index)``). When the queries *are* the gallery
+(``queries is gallery``, symmetric exclusions), each block above the diagonal also serves as its transpose, so
+every distance is computed once: half the GEMM FLOP.
 
 Distances: ``"l2"`` is the Euclidean distance ``||q - g||_2`` (ranked by ``||q||^2 + ||g||^2 - 2 q.g``, as
 ``torch.cdist`` and OML compute it), ``"cosine"`` is ``1 - cos(q, g)``. Ties (equal computed distances) are
-broken by the smaller gallery index, so results are deterministic and do not depend on the chunk size.
+broken by the smaller gallery index, so results are deterministic.
 Exclusion: gallery item ``g`` is never a neighbour of query ``q`` when, for any key pair ``(qk, gk)`` of
 ``exclude``, ``qk[q] == gk[g] >= 0`` (the same item, the same sequence).
 """
@@ -88,7 +89,7 @@ class _Scorer:
     MKL) it is markedly faster than the BLAS behind ``torch.mm``; both compute exact fp32 products.
     """
 
-    def __init__(self, queries: Tensor, gallery: Tensor, metric: DistanceMetric, chunk: int, gemm: CpuGemm) -> None:
+    def __init__(self, queries: Tensor, gallery: Tensor, metric: DistanceMetric, gemm: CpuGemm) -> None:
         if metric == "cosine":  # the one full copy this class makes: normalised inputs
             queries = torch.nn.functional.normalize(queries, dim=1)
             gallery = queries if gallery is queries else torch.nn.functional.normalize(gallery, dim=1)
@@ -101,7 +102,6 @@ class _Scorer:
             self.scale = -2.0  # exact: a power of two
         self.queries = queries
         self.gallery = gallery
-        self.chunk = chunk
         on_cpu = gallery.device.type == "cpu"
         if gemm == "onednn" and not (on_cpu and _onednn_available()):
             raise RetrievalInputError("cpu_gemm='onednn' needs CPU tensors and a PyTorch built with oneDNN (mkldnn)")
@@ -177,7 +177,7 @@ def iter_score_blocks(
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk}")
     queries = queries.float()
-    scorer = _Scorer(queries, queries if symmetric else gallery.float(), metric, chunk, cpu_gemm)
+    scorer = _Scorer(queries, queries if symmetric else gallery.float(), metric, cpu_gemm)
     row_slices = _slices(len(queries), chunk)
     col_slices = row_slices if symmetric else _slices(len(gallery), chunk)
     for i, rows in enumerate(row_slices):
