@@ -135,6 +135,7 @@ class Glyphs:
 
     @property
     def characters(self) -> list[str]:
+        """The character of every image."""
         return [chr(code) for code in self.codepoints.tolist()]
 
 
@@ -159,6 +160,8 @@ def load_glyphs() -> Glyphs:
             raise GlyphsError(f"'{path}' holds format {tag!r}, this omlcore reads {GLYPHS_FORMAT!r}; reinstall omlcore")
         images, codepoints, font_ids = arrays["images"], arrays["codepoints"], arrays["font_ids"]
         families = arrays["fonts"].tolist()
+    for array in (images, codepoints, font_ids):
+        array.flags.writeable = False  # shared by every caller (the result is cached)
     table = pd.read_csv(_data_file(_FONTS), dtype=str, keep_default_na=False)
     kept = table[table["status"] == _KEPT]
     fonts = tuple(

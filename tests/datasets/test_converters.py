@@ -156,6 +156,14 @@ def test_cars_from_the_csv_layout(tmp_path: Path) -> None:
     folders = ("car_data/car_data/train/{name}/", "car_data/car_data/test/{name}/")
     assert rows(csv, CARS_COLUMNS) == expected_cars(folders)
     assert build_cars_df(root, split="files")["split"].tolist() == ["train"] * 3 + ["validation"] * 3
+    train_csv, before = root / "anno_train.csv", build_cars_df(root)
+    lines = train_csv.read_text().splitlines()
+    write(train_csv, ["Image,x1,y1,x2,y2,Class", *lines])  # some exports have a header line
+    pd.testing.assert_frame_equal(build_cars_df(root), before)
+    write(train_csv, [*lines, "00004.jpg,1,2,three,4,5"])
+    with pytest.raises(DataValidationError, match=r"anno_train\.csv' line 4 is not <fname>,<x1>"):
+        build_cars_df(root)
+    write(train_csv, lines)
     (root / "car_data" / "car_data" / "test" / CAR_NAMES[97] / "00002.jpg").unlink()
     with pytest.raises(DatasetLayoutError, match=r"1 image\(s\) of 'anno_test.csv' are not under .*first: 00002.jpg"):
         build_cars_df(root)

@@ -55,6 +55,7 @@ LAYOUT = """\
         └── test/<class name>/00001.jpg ..."""
 _NAME = "Stanford Cars"
 _BOX = {"bbox_x1": "x_1", "bbox_x2": "x_2", "bbox_y1": "y_1", "bbox_y2": "y_2"}
+_CSV_COLUMNS = ["fname", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class"]  # the order of anno_*.csv
 
 
 def build_cars_df(
@@ -177,7 +178,17 @@ def _from_csv(folder: Path) -> tuple[pd.DataFrame, list[str] | None]:
     parts = []
     for split_name, test in (("train", False), ("test", True)):
         annos = find_file(folder, (f"anno_{split_name}.csv",), _NAME, LAYOUT)
-        part = pd.read_csv(annos, header=None, names=["fname", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class"])
+        part = pd.read_csv(annos, header=None, dtype=str, names=_CSV_COLUMNS)
+        if len(part) and not str(part["class"].iloc[0]).strip().isdigit():
+            part = part.iloc[1:]  # a header line
+        numbers = part[[*_BOX, "class"]].apply(pd.to_numeric, errors="coerce")
+        if numbers.isna().any(axis=None):
+            line = int(numbers.isna().any(axis=1).idxmax()) + 1
+            raise DataValidationError(
+                f"{_NAME}: '{annos}' line {line} is not <fname>,<x1>,<y1>,<x2>,<y2>,<class> with numbers; is it the "
+                "annotation CSV of the devkit?"
+            )
+        part[[*_BOX, "class"]] = numbers
         images = find_folder(
             folder,
             (f"car_data/car_data/{split_name}", f"car_data/{split_name}", f"cars_{split_name}", split_name),
@@ -195,5 +206,7 @@ def _from_csv(folder: Path) -> tuple[pd.DataFrame, list[str] | None]:
         part["test"] = test
         parts.append(part)
     names_csv = folder / "names.csv"
-    names = names_csv.read_text(encoding="utf-8").splitlines() if names_csv.is_file() else None
-    return pd.concat(parts, ignore_index=True), [name.strip() for name in names if name.strip()] if names else None
+    names = None
+    if names_csv.is_file():
+        names = [line.strip() for line in names_csv.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return pd.concat(parts, ignore_index=True), names
