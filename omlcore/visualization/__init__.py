@@ -7,6 +7,7 @@ PNG (matplotlib: ``pip install "omlcore[viz]"``) or a self-contained HTML page (
 >>> worst = metrics.get_worst_queries_ids("OVERALL/cmc/1", 10)  # doctest: +SKIP
 >>> save_retrieval_html("worst.html", metrics.retrieval_results, dataset, worst)  # doctest: +SKIP
 >>> save_retrieval_png("worst.png", metrics.retrieval_results, dataset, worst)  # doctest: +SKIP
+>>> save_worst_queries(metrics, dataset, "run/retrieval")  # one grid per metric  # doctest: +SKIP
 
 Importing this package imports no matplotlib; only drawing a PNG does.
 """
@@ -25,6 +26,7 @@ from omlcore.visualization.grid import (
 )
 from omlcore.visualization.html_page import retrieval_html, save_retrieval_html
 from omlcore.visualization.png import plot_retrieval_grid, save_retrieval_png
+from omlcore.visualization.worst import SupportsWorstQueries, save_worst_queries
 
 __all__ = [
     "FRAME_COLOURS",
@@ -33,10 +35,12 @@ __all__ = [
     "GridLayout",
     "ImageSource",
     "SupportsReadImage",
+    "SupportsWorstQueries",
     "draw_grid",
     "plot_retrieval_grid",
     "retrieval_html",
     "retrieval_rows",
     "save_retrieval_html",
     "save_retrieval_png",
+    "save_worst_queries",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import sys
 import textwrap
@@ -30,6 +31,7 @@ from omlcore.visualization import (
     retrieval_rows,
     save_retrieval_html,
     save_retrieval_png,
+    save_worst_queries,
 )
 
 # Gallery positions 0..5 are items 10..15; query 0 is item 11 (also gallery position 1, so never its own match),
@@ -107,17 +109,35 @@ def test_without_labels_neighbours_are_neither_right_nor_wrong() -> None:
     assert rows[1][1].caption == "#1 0.5"
 
 
-def test_the_worst_queries_of_a_metric_come_first() -> None:
+def computed_metrics() -> EmbeddingMetrics:
+    """Five items on a line; item 4 (label 1) sits between the clusters, closer to label 0."""
     embeddings = torch.tensor([[0.0], [0.1], [1.0], [1.1], [0.5]])
-    labels = torch.tensor([0, 0, 1, 1, 1])  # item 4 sits between the clusters, closer to label 0
-    metrics = EmbeddingMetrics(cmc_top_k=(1,), precision_top_k=(), map_top_k=(), pcf_variance=())
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    metrics = EmbeddingMetrics(cmc_top_k=(1,), precision_top_k=(2,), map_top_k=(), pcf_variance=())
     flags = torch.ones(5, dtype=torch.bool)
     metrics.update({"embeddings": embeddings, "labels": labels, "is_query": flags, "is_gallery": flags})
     metrics.compute()
+    return metrics
+
+
+def test_the_worst_queries_of_a_metric_come_first() -> None:
+    metrics = computed_metrics()
     assert metrics.retrieval_results is not None
     worst = metrics.get_worst_queries_ids("OVERALL/cmc/1", 1)
     row = retrieval_rows(metrics.retrieval_results, worst, top_k=1)[0]
     assert [(cell.kind, cell.item) for cell in row] == [("query", 4), ("wrong", 1), ("missed", 2)]
+
+
+def test_a_validation_run_writes_the_worst_queries_of_every_metric(tmp_path: Path) -> None:
+    written = save_worst_queries(computed_metrics(), solid, tmp_path / "retrieval", n_queries=2, formats=["html"])
+    assert [path.name for path in written] == ["worst_OVERALL_cmc_1.html", "worst_OVERALL_precision_2.html"]
+    figures = parse(written[0].read_text(encoding="utf-8")).figures
+    assert (figures[0]["kind"], figures[0]["item"]) == ("query", 4)  # the worst query's row comes first
+    assert "The 2 worst queries by OVERALL/cmc/1" in written[0].read_text(encoding="utf-8")
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert {path.suffix for path in save_worst_queries(computed_metrics(), solid, tmp_path)} == {".html", ".png"}
+    with pytest.raises(RetrievalInputError, match="call compute"):
+        save_worst_queries(EmbeddingMetrics(), solid, tmp_path)
 
 
 # --- the PNG -------------------------------------------------------------------------------------------------------
