@@ -222,14 +222,19 @@ def package_version(package: str) -> str:
 
 
 def debian_license(package: str, file: str) -> str | None:
-    """The ``License:`` of the machine-readable copyright file's last stanza whose ``Files:`` match ``file``."""
+    """The licence Debian's copyright file gives ``file``.
+
+    Machine-readable files: the ``License:`` of the last stanza whose ``Files:`` match; others: their first
+    ``License:`` line.
+    """
     path = Path("/usr/share/doc") / package / "copyright"
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     if not text.startswith("Format:"):
-        return None
+        first = re.search(r"^License:[ \t]*(.+)$", text, re.MULTILINE)
+        return first.group(1).strip() if first else None
     name, found = Path(file).name, None
     for stanza in re.split(r"\n\s*\n", text):
         files = re.search(r"^Files:(.*(?:\n[ \t].*)*)", stanza, re.MULTILINE)
@@ -240,6 +245,13 @@ def debian_license(package: str, file: str) -> str | None:
         if any(pattern == "*" or fnmatch.fnmatch(name, Path(pattern).name) for pattern in patterns):
             found = license_line.group(1).strip()
     return found
+
+
+def name_table_license(text: str) -> str:
+    """A short licence name from a font's license description (name ID 13): its first sentence, or OFL-1.1."""
+    if re.search(r"Open Font License,? Version 1\.1", text, re.IGNORECASE):
+        return "OFL-1.1"
+    return re.split(r"(?<=\.)\s|\s(?=Copyright)", text, maxsplit=1)[0][:80]
 
 
 # --- faces ------------------------------------------------------------------------------------------------------
@@ -454,7 +466,11 @@ def font_table(families: list[Family], kept: list[Family]) -> pd.DataFrame:
         face = family.face or family.faces[0]
         if face.package not in versions:
             versions[face.package] = package_version(face.package)
-        license_name = debian_license(face.package, face.file) or face.license_text[:120] or "see copyright file"
+        license_name = (
+            debian_license(face.package, face.file)
+            or name_table_license(face.license_text)
+            or f"see /usr/share/doc/{face.package}/copyright"
+        )
         rows.append(
             {
                 "font_id": ids.get(family.name, ""),
