@@ -223,12 +223,12 @@ def draw_grid(
     """
     layout = layout or GridLayout()
     gallery_images = images if gallery_images is None else gallery_images
-    groups = ("query", "retrieved", "missed")
 
     def group(cell: GridCell) -> int:
+        """0: the query, 1: the retrieved items, 2: the missed ones (each group is a block of columns)."""
         return 0 if cell.kind == "query" else 2 if cell.kind == "missed" else 1
 
-    widths = [max((sum(group(c) == g for c in row) for row in rows), default=0) for g in range(len(groups))]
+    widths = [max((sum(group(c) == g for c in row) for row in rows), default=0) for g in range(3)]
     step = layout.cell_outer + layout.gap
     starts, x = [], layout.gap
     for count in widths:
