@@ -35,7 +35,7 @@ LOSS_ARGS: dict[str, dict[str, Any]] = {
     "P2SGradLoss": {"descriptors_dim": 8, "num_classes": 4},
     "ProxyAnchorLoss": {"num_classes": 4, "embedding_size": 8},
     "ProxyNCALoss": {"num_classes": 4, "embedding_size": 8},
-    "RankedListLoss": {"margin": 0.4, "Tn": 10},
+    "RankedListLoss": {"margin": 0.4, "Tn": 1},
     "SoftTripleLoss": {"num_classes": 4, "embedding_size": 8},
     "SphereFaceLoss": {"num_classes": 4, "embedding_size": 8},
     "SubCenterArcFaceLoss": {"num_classes": 4, "embedding_size": 8},
@@ -148,7 +148,7 @@ def test_misfits_fail_at_construction_naming_the_object_and_the_mismatch() -> No
             r"SelfSupervisedLoss .*forward\(embeddings, ref_emb\), without labels",
         ),
         (
-            pml_losses.RankedListLoss(margin=0.4, Tn=10),
+            pml_losses.RankedListLoss(margin=0.4, Tn=1),
             miners.BatchHardMiner(),
             r"RankedListLoss cannot take the tuples mined by pytorch_metric_learning's BatchHardMiner: .*indices_tuple",
         ),
@@ -161,7 +161,7 @@ def test_misfits_fail_at_construction_naming_the_object_and_the_mismatch() -> No
     for loss, miner, message in cases:
         with pytest.raises(IncompatibleComponentError, match=message):
             PMLLoss(loss, miner=miner)
-    PMLLoss(pml_losses.RankedListLoss(margin=0.4, Tn=10))  # fine without a miner
+    PMLLoss(pml_losses.RankedListLoss(margin=0.4, Tn=1))  # fine without a miner
     with pytest.raises(IncompatibleComponentError, match="not callable"):
         as_miner(42)  # type: ignore[arg-type]
 
