@@ -350,15 +350,16 @@ def main(argv: list[str] | None = None) -> None:
         label = f"{(QUICK_SAMPLER if args.quick else SAMPLER)['items']:,} items" if not size else str(size)
         row = Row(case, label, check=check(case, size))
         row.cells = time_row(case, size, args.quick, args.repeats)
-        if not args.no_memory:
-            for name, cell in row.cells.items():
-                cell.peak_mb = peak_memory_mb(case, name, size, args.quick)
         rows.append(row)
         print(
             f"{case} / {label}: " + ", ".join(f"{n} {fmt_time(c.seconds)}" for n, c in row.cells.items()),
             file=sys.stderr,
         )
-    load = f"load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
+    load = f"load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end of the timings"
+    if not args.no_memory:  # after all timings, so that these processes do not disturb them
+        for (case, size), row in zip(plan, rows, strict=True):
+            for name, cell in row.cells.items():
+                cell.peak_mb = peak_memory_mb(case, name, size, args.quick)
     print(f"Machine: {machine()}; {load}.\n")
     print("Cells: median time / peak memory of one call (rise of the process's RSS high-water mark).\n")
     print(table(rows))
