@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -73,6 +74,17 @@ def reset_peak() -> None:
 
 def peak_mib() -> float:
     return _status_kib("VmHWM") / 1024
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes of the machine spent (``/proc/stat``: everything but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --- the libraries -------------------------------------------------------------------------------------------
@@ -251,16 +263,19 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> str:
     ours = next((run for run in runs if run["library"] == "omlcore"), None)
     lines = [
         f"N = {n:,}, dim {dim}, every item both query and gallery, {args.device}. "
-        f"Embeddings: {runs[0]['embeddings_mib']:.0f} MiB.",
+        f"Embeddings: {runs[0]['embeddings_mib']:.0f} MiB. Fastest of {args.repeat} interleaved run(s) per library.",
         "",
-        "| library | time, s | omlcore faster by | peak RSS above start, MiB | " + " | ".join(COLUMNS) + " |",
-        "|---|---:|---:|---:|" + "---:|" * len(COLUMNS),
+        "| library | time, s | omlcore faster by | peak RSS above start, MiB | other processes' CPU, s | "
+        + " | ".join(COLUMNS)
+        + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(COLUMNS),
     ]
     for run in runs:
         speedup = f"{run['seconds'] / ours['seconds']:.1f}x" if ours and run is not ours else ""
         values = " | ".join(fmt(run["values"].get(column, float("nan"))) for column in COLUMNS)
         lines.append(
-            f"| {run['library']} | {run['seconds']:.2f} | {speedup} | {run['peak_above_start_mib']:.0f} | {values} |"
+            f"| {run['library']} | {run['seconds']:.2f} | {speedup} | {run['peak_above_start_mib']:.0f} "
+            f"| {run['others_cpu_seconds']:.1f} | {values} |"
         )
     if ours:
         full_flop, floor_flop = 2 * n * n * dim, n * n * dim  # queries are the gallery: each distance once
@@ -286,7 +301,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384, help="embedding size")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--libraries", default=",".join(LIBRARIES), help="comma-separated subset of omlcore,oml,pml")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per library (interleaved); the fastest is shown")
+    parser.add_argument("--json", type=Path, help="also write the raw results (every run) here")
     parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -296,17 +312,23 @@ def main() -> None:
     unknown = set(libraries) - set(LIBRARIES)
     if unknown:
         parser.error(f"unknown libraries {sorted(unknown)}; choose from {', '.join(LIBRARIES)}")
-    runs = []
-    for library in libraries:
-        command = [sys.executable, __file__, "--worker", library, "--n", str(args.n), "--dim", str(args.dim)]
-        completed = subprocess.run([*command, "--device", args.device], capture_output=True, text=True, check=False)
-        if completed.returncode != 0:
-            sys.exit(f"{library} failed:\n{completed.stderr}")
-        runs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
-        print(f"{library}: {runs[-1]['seconds']:.2f} s", file=sys.stderr)
+    every: list[dict[str, Any]] = []
+    for repetition in range(args.repeat):  # interleaved, so that a noisy spell hits every library alike
+        for library in libraries:
+            command = [sys.executable, __file__, "--worker", library, "--n", str(args.n), "--dim", str(args.dim)]
+            busy_before, children_before = busy_cpu_seconds(), children_cpu_seconds()
+            completed = subprocess.run([*command, "--device", args.device], capture_output=True, text=True)
+            if completed.returncode != 0:
+                sys.exit(f"{library} failed:\n{completed.stderr}")
+            run = json.loads(completed.stdout.strip().splitlines()[-1])
+            # CPU time the machine spent on other processes meanwhile: a shared machine makes timings noisy
+            run["others_cpu_seconds"] = (busy_cpu_seconds() - busy_before) - (children_cpu_seconds() - children_before)
+            every.append(run)
+            print(f"[{repetition + 1}/{args.repeat}] {library}: {run['seconds']:.2f} s", file=sys.stderr)
+    runs = [min((r for r in every if r["library"] == library), key=lambda r: r["seconds"]) for library in libraries]
     print(report(args, runs))
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "runs": runs}))
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "runs": every}))
 
 
 if __name__ == "__main__":
