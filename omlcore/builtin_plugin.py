@@ -11,6 +11,7 @@ __all__ = [
     "register_losses",
     "register_metrics",
     "register_miners",
+    "register_runners",
     "register_samplers",
     "register_transforms",
 ]
@@ -153,3 +154,18 @@ def register_metrics(registry: Registrar) -> None:
 @hookimpl
 def register_knn_backends(registry: Registrar) -> None:
     registry.register("exact", "omlcore.retrieval:ExactKNN", summary="exact chunked top-k (l2, cosine; CPU and CUDA)")
+
+
+@hookimpl
+def register_runners(registry: Registrar) -> None:
+    registry.register(
+        "torch",
+        "omlcore.pipelines.runners:TorchRunner",
+        summary="pipelines in plain PyTorch (omlcore_torch); DDP under torchrun",
+    )
+    # No `requires`: the core plugin stays available without Lightning; building the runner says what to install.
+    registry.register(
+        "lightning",
+        "omlcore.pipelines.lightning_runner:LightningRunner",
+        summary='pipelines in a Lightning Trainer (devices, strategy, precision); needs "omlcore[lightning]"',
+    )

@@ -1,4 +1,7 @@
-"""The ``omlcore`` command line: ``omlcore --version``, ``omlcore plugins``; training pipelines come later."""
+"""The ``omlcore`` command line: ``omlcore train | validate | predict CONFIG [key.sub=value ...]``, ``omlcore plugins``.
+
+CONFIG is a YAML file or the name of a shipped config (``omlcore train glyphs``); see ``docs/config.md``.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +45,43 @@ def _build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--kind", help="only components of this kind (e.g. loss, miner, transform)")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=_cmd_plugins)
+    for name, summary in _PIPELINES.items():
+        pipeline = commands.add_parser(
+            name,
+            help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}. Every run writes into its own folder under output_dir.",
+            epilog=_PIPELINE_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        pipeline.add_argument("config", help="a YAML config file, or a shipped config by name (e.g. glyphs)")
+        pipeline.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override config keys")
+        pipeline.set_defaults(handler=_cmd_pipeline, pipeline=name)
     return parser
+
+
+_PIPELINES = {
+    "train": "train an extractor, validating every epoch (checkpoints, resume, metrics, retrieval grids)",
+    "validate": "validate an extractor (zoo, checkpoint or untrained) on a CSV: a metric table, JSON, grids",
+    "predict": "embed a CSV or an image folder and write each item's nearest neighbours (JSON + CSV)",
+}
+_PIPELINE_EPILOG = """\
+examples:
+  omlcore train glyphs                                 the shipped main job
+  omlcore train my.yaml runner.args.epochs=3 runner.name=lightning
+  omlcore train my.yaml resume=runs/train-my-20260101-120000
+  omlcore validate my.yaml checkpoint=runs/train-my-20260101-120000
+  omlcore predict my.yaml predict.data=images/ checkpoint=runs/train-my-20260101-120000
+
+Overrides are YAML values (3, null, [1, 5], "{name: adam, args: {lr: 0.01}}"); every key is in docs/config.md.
+"""
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    import importlib
+
+    function = getattr(importlib.import_module(f"omlcore.pipelines.{args.pipeline}"), args.pipeline)
+    function(args.config, args.overrides)
+    return 0
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:

@@ -1,0 +1,15 @@
+"""The pipelines behind ``omlcore train`` / ``validate`` / ``predict``, as Python functions.
+
+>>> from omlcore.pipelines import train
+>>> result = train("glyphs", ["runner.args.epochs=1"])  # doctest: +SKIP
+>>> result.trained["OVERALL/cmc/1"]  # doctest: +SKIP
+
+Each run writes into its own folder (``output_dir``/...): the resolved config, a log, metrics (CSV + JSON),
+checkpoints and retrieval grids. Runners (``runner: {name: torch | lightning}``) drive the loops.
+"""
+
+from __future__ import annotations
+
+from omlcore.pipelines.train import TrainResult, train
+
+__all__ = ["TrainResult", "train"]

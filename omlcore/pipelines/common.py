@@ -1,0 +1,184 @@
+"""What the three pipelines share: the run folder, seeding, data, the model and its weights, metric tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from omlcore.config import Config, ConfigError, build_component, load_config
+from omlcore.config.schema import Pipeline
+from omlcore.pipelines.runners import EXTRACTOR_CHECKPOINT, Runner
+
+__all__ = [
+    "CHECKPOINTS",
+    "RunFolder",
+    "build_runner",
+    "dataset_csv",
+    "flat_scalars",
+    "format_table",
+    "load_extractor",
+    "prepare",
+    "seed_everything",
+]
+
+#: The sub-folder of a run that holds its checkpoints.
+CHECKPOINTS = "checkpoints"
+ConfigSource = Config | str | os.PathLike[str] | Mapping[str, Any]
+
+
+class RunFolder:
+    """A run's own folder: ``config.yaml`` (resolved), ``log.txt`` (everything printed), metrics, checkpoints."""
+
+    def __init__(self, path: Path, config: Config, pipeline: Pipeline) -> None:
+        self.path = path
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        (self.path / "config.yaml").write_text(
+            f"# omlcore {pipeline}: the resolved config of this run\n{config.to_yaml()}", encoding="utf-8"
+        )
+
+    @classmethod
+    def create(cls, config: Config, pipeline: Pipeline) -> RunFolder:
+        """``<output_dir>/<run_name>``, default ``<pipeline>-<config name>-<date-time>`` (made unique)."""
+        name = config["run_name"] or f"{pipeline}-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        base = Path(config["output_dir"]) / name
+        path, number = base, 1
+        while path.exists():
+            path, number = base.with_name(f"{base.name}-{number}"), number + 1
+        return cls(path, config, pipeline)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    def log(self, message: str = "") -> None:
+        """Print ``message`` and append it to ``log.txt``."""
+        tqdm.write(message)
+        with (self.path / "log.txt").open("a", encoding="utf-8") as log:
+            log.write(message + "\n")
+
+    def write_json(self, name: str, data: Any) -> Path:
+        path = self.path / name
+        path.write_text(json.dumps(data, indent=2, default=_plain) + "\n", encoding="utf-8")
+        return path
+
+    def write_records(self, stem: str, records: Sequence[Mapping[str, Any]]) -> None:
+        """``<stem>.json`` and ``<stem>.csv`` with one row per record (columns: every key seen, in order)."""
+        self.write_json(f"{stem}.json", list(records))
+        columns = list(dict.fromkeys(key for record in records for key in record))
+        with (self.path / f"{stem}.csv").open("w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(records)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def prepare(config: ConfigSource, overrides: Sequence[str], pipeline: Pipeline) -> tuple[Config, Runner]:
+    """The validated config and its runner, before anything heavy (data, model) is touched."""
+    if not isinstance(config, Config):
+        config = load_config(config, overrides, pipeline=pipeline)
+    elif overrides:
+        config = load_config(config.data, overrides, pipeline=pipeline)
+    return config, build_runner(config)
+
+
+def build_runner(config: Config) -> Runner:
+    runner = build_component("runner", config["runner"], "runner", source=_source(config))
+    if not all(callable(getattr(runner, method, None)) for method in ("fit", "evaluate", "inference")):
+        raise ConfigError(
+            "runner.name",
+            f"'{config['runner.name']}' is not a pipeline runner (fit / evaluate / inference); use torch or lightning",
+            _source(config),
+        )
+    result: Runner = runner
+    return result
+
+
+def _source(config: Config) -> str | None:
+    return str(config.source) if config.source is not None else None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def dataset_csv(config: Config) -> tuple[Path, Path | None]:
+    """The dataset's CSV and root folder; a built-in dataset is materialised first."""
+    if config["dataset.builtin"] == "glyphs":
+        from omlcore.datasets import materialize_glyphs
+
+        return materialize_glyphs() / "df.csv", None
+    csv_path = Path(config["dataset.csv"])
+    if not csv_path.is_file():
+        raise ConfigError("dataset.csv", f"no such file: '{csv_path}'", _source(config))
+    root = config["dataset.root"]
+    return csv_path, Path(root) if root is not None else None
+
+
+def load_extractor(config: Config) -> nn.Module:
+    """The extractor of the config, with the weights of ``checkpoint`` when set."""
+    model: nn.Module = build_component("extractor", config["extractor"], "extractor", source=_source(config))
+    if config["checkpoint"] is not None:
+        path = Path(config["checkpoint"])
+        if path.is_dir():
+            path = path / CHECKPOINTS / EXTRACTOR_CHECKPOINT
+        if not path.is_file():
+            raise ConfigError("checkpoint", f"no such file: '{path}'", _source(config))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state.get("state_dict"), Mapping):  # a Lightning checkpoint of RetrievalModule
+            state = {
+                k.removeprefix("extractor."): v for k, v in state["state_dict"].items() if k.startswith("extractor.")
+            }
+        elif isinstance(state.get("model"), Mapping):  # a checkpoint of omlcore_torch.fit
+            state = state["model"]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            raise ConfigError("checkpoint", f"'{path}' does not fit the extractor: {error}", _source(config)) from None
+    return model
+
+
+def flat_scalars(results: Mapping[str, Any]) -> dict[str, float]:
+    """The flat ``"OVERALL/cmc/1"``-style numbers of a metrics result."""
+    scalars: dict[str, float] = {}
+    for key, value in results.items():
+        if "/" not in str(key):
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number or (isinstance(value, Tensor) and value.numel() == 1):
+            scalars[str(key)] = float(value)
+    return scalars
+
+
+def format_table(columns: Mapping[str, Mapping[str, float]]) -> str:
+    """A text table: one row per metric, one column per model (``{"untrained": {...}, "trained": {...}}``)."""
+    names = list(dict.fromkeys(key for column in columns.values() for key in column))
+    width = max([len("metric"), *map(len, names)])
+    header = "metric".ljust(width) + "".join(f"  {title:>10}" for title in columns)
+    lines = [header, "-" * len(header)]
+    for name in names:
+        cells = [column.get(name, math.nan) for column in columns.values()]
+        lines.append(name.ljust(width) + "".join(f"  {value:>10.4f}" for value in cells))
+    return "\n".join(lines)

@@ -1,0 +1,159 @@
+"""``runner: {name: lightning, args: {...}}``: the pipelines' loops in a PyTorch Lightning ``Trainer``.
+
+Training uses :class:`omlcore_lightning.RetrievalModule` and :class:`omlcore_lightning.MetricValCallback`; Lightning
+is imported when a runner is built, with the install hint if it is missing (``pip install "omlcore[lightning]"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from omlcore.keys import EMBEDDINGS, IMAGES
+from omlcore.pipelines.runners import FitJob
+from omlcore.protocols import MetricAccumulator
+from omlcore.utils.optional import require
+
+__all__ = ["LightningRunner"]
+
+
+def _records(trainer: Any) -> dict[str, float]:
+    return {str(k): float(v) for k, v in trainer.callback_metrics.items()}
+
+
+class LightningRunner:
+    """A Lightning ``Trainer`` per call, configured by these arguments (Lightning's own names and values).
+
+    Args:
+        epochs: training epochs in total (``max_epochs``; a resumed run counts the epochs done).
+        accelerator: ``auto``, ``cpu``, ``gpu`` ...; devices: a count or a list of device ids;
+            strategy: ``auto``, ``ddp``, ``ddp_spawn`` ...; precision: ``32-true``, ``16-mixed``, ``bf16-mixed`` ...
+        grad_clip_norm: clip the gradients' global norm (``gradient_clip_val``).
+        scheduler_interval: step the scheduler every ``epoch`` or every ``step``.
+        val_every_n_epochs: validate every this many epochs (``check_val_every_n_epoch``).
+        log_every_n_steps: how often the training loss is logged (to ``logs/metrics.csv`` of the run).
+        progress: Lightning's progress bar.
+    """
+
+    checkpoint_name = "last.ckpt"
+
+    def __init__(
+        self,
+        epochs: int = 1,
+        accelerator: str = "auto",
+        devices: int | str | list[int] = 1,
+        strategy: str = "auto",
+        precision: str = "32-true",
+        grad_clip_norm: float | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        val_every_n_epochs: int = 1,
+        log_every_n_steps: int = 10,
+        progress: bool = True,
+    ) -> None:
+        self.pl = require("lightning.pytorch", "lightning", what="runner 'lightning'")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+        self.epochs = epochs
+        self.trainer_args: dict[str, Any] = {
+            "accelerator": accelerator,
+            "devices": devices,
+            "strategy": strategy,
+            "precision": precision,
+            "enable_progress_bar": progress,
+            "enable_model_summary": False,
+        }
+        self.grad_clip_norm = grad_clip_norm
+        self.scheduler_interval = scheduler_interval
+        self.log_every_n_steps = log_every_n_steps
+        self.val_every_n_epochs = val_every_n_epochs
+
+    def _trainer(self, **args: Any) -> Any:
+        return self.pl.Trainer(**{**self.trainer_args, **args})
+
+    def fit(self, job: FitJob) -> None:
+        """``trainer.fit`` with validation every epoch, ``checkpoints/last.ckpt`` and CSV logs in the run folder."""
+        from omlcore_lightning import MetricValCallback, RetrievalModule
+
+        pl = self.pl
+        on_epoch = job.on_epoch
+
+        class EpochRecords(pl.Callback):  # type: ignore[name-defined]
+            def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+                if trainer.is_global_zero and not trainer.sanity_checking:
+                    metrics = _records(trainer)
+                    loss = metrics.pop("train/loss_epoch", float("nan"))
+                    metrics.pop("train/loss", None)
+                    logs = {k.removeprefix("train/"): v for k, v in metrics.items() if k.startswith("train/")}
+                    rest = {k: v for k, v in metrics.items() if not k.startswith("train/")}
+                    on_epoch({"epoch": trainer.current_epoch, "loss": loss, **logs, **rest})
+
+        module = RetrievalModule(
+            job.model,
+            job.loss,
+            optimizer=job.build_optimizer,
+            scheduler=job.build_scheduler,
+            scheduler_interval=self.scheduler_interval,
+        )
+        callbacks: list[Any] = [
+            pl.callbacks.ModelCheckpoint(dirpath=job.checkpoint_dir, save_last=True, save_top_k=0),
+        ]
+        val_loader = None
+        if job.val_dataset is not None and job.metric is not None:
+            callbacks.insert(0, MetricValCallback(job.metric))
+            val_loader = DataLoader(job.val_dataset, batch_size=job.batch_size, num_workers=job.num_workers)
+        callbacks.append(EpochRecords())
+        trainer = self._trainer(
+            max_epochs=self.epochs,
+            callbacks=callbacks,
+            logger=pl.loggers.CSVLogger(job.checkpoint_dir.parent, name="logs", version=""),
+            gradient_clip_val=self.grad_clip_norm,
+            log_every_n_steps=self.log_every_n_steps,
+            check_val_every_n_epoch=self.val_every_n_epochs,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, job.train_loader, val_loader, ckpt_path=job.resume)
+
+    def evaluate(
+        self, model: nn.Module, dataset: Dataset[Any], metric: MetricAccumulator, batch_size: int, num_workers: int
+    ) -> dict[str, Any]:
+        """``trainer.validate`` feeding ``metric`` through :class:`~omlcore_lightning.MetricValCallback`."""
+        from omlcore_lightning import MetricValCallback
+
+        callback = MetricValCallback(metric)
+        trainer = self._trainer(callbacks=[callback], logger=False)
+        trainer.validate(_embedder(self.pl, model), DataLoader(dataset, batch_size=batch_size, num_workers=num_workers))
+        return callback.metrics
+
+    def inference(self, model: nn.Module, dataset: Dataset[Any], batch_size: int, num_workers: int) -> Tensor:
+        """``trainer.predict``, gathered across processes in dataset order."""
+        from omlcore_lightning import gather_predictions
+
+        trainer = self._trainer(logger=False)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+        predictions = trainer.predict(_embedder(self.pl, model), loader)
+        return gather_predictions(predictions or [])
+
+
+def _embedder(pl: Any, model: nn.Module) -> Any:
+    """A LightningModule that only embeds (validation / prediction), with omlcore's evaluation sharding."""
+    from omlcore_lightning import install_sampling
+
+    class Embedder(pl.LightningModule):
+        def __init__(self, extractor: nn.Module) -> None:
+            super().__init__()
+            self.extractor = extractor
+
+        def setup(self, stage: str) -> None:
+            install_sampling(self.trainer)
+
+        def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+            return {**{k: v for k, v in batch.items() if k != IMAGES}, EMBEDDINGS: self.extractor(batch[IMAGES])}
+
+        def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+            embeddings: Tensor = self.extractor(batch[IMAGES])
+            return embeddings
+
+    return Embedder(model)

@@ -1,0 +1,190 @@
+"""``omlcore train CONFIG``: train an extractor, validating after every epoch, in its own run folder.
+
+The run folder gets ``config.yaml`` (resolved), ``log.txt``, ``metrics.csv`` / ``metrics.json`` (one record per
+epoch, rewritten as each epoch ends), ``validation.json`` (the untrained and the trained model's metrics),
+``checkpoints/`` (the runner's resumable checkpoint and ``extractor.pt``, the trained weights) and ``retrieval/``
+(grids of the worst validation queries). ``resume: <run folder>`` continues an interrupted run in its folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from omlcore.config import Config, ConfigError, accepts, build_component
+from omlcore.datasets import ImageLabeledDataset, ImageQueryGalleryDataset
+from omlcore.errors import DataValidationError
+from omlcore.keys import SPLIT_VALIDATION
+from omlcore.pipelines.common import (
+    CHECKPOINTS,
+    ConfigSource,
+    RunFolder,
+    dataset_csv,
+    flat_scalars,
+    format_table,
+    load_extractor,
+    prepare,
+    seed_everything,
+)
+from omlcore.pipelines.runners import EXTRACTOR_CHECKPOINT, FitJob, Runner
+from omlcore.pipelines.visuals import save_visualisations
+
+__all__ = ["TrainResult", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        run_dir: the run folder.
+        history: one record per epoch (``epoch``, ``loss``, loss statistics, flat validation metrics).
+        untrained, trained: the flat validation metrics before and after training (empty without validation
+            rows; ``untrained`` also when it was skipped).
+    """
+
+    run_dir: Path
+    history: list[dict[str, float]]
+    untrained: dict[str, float]
+    trained: dict[str, float]
+
+
+def _resume_target(config: Config, runner: Runner) -> tuple[Path | None, Path | None]:
+    """(run folder to continue in, checkpoint to resume from) of ``config["resume"]``."""
+    resume = config["resume"]
+    if resume is None:
+        return None, None
+    path = Path(resume)
+    source = str(config.source) if config.source else None
+    if path.is_dir():
+        checkpoint = path / CHECKPOINTS / runner.checkpoint_name
+        if not checkpoint.is_file():
+            raise ConfigError(
+                "resume", f"the run folder '{path}' has no '{CHECKPOINTS}/{runner.checkpoint_name}' to resume", source
+            )
+        return path, checkpoint
+    if path.is_file():
+        return None, path
+    raise ConfigError("resume", f"'{path}' is neither a run folder nor a checkpoint file", source)
+
+
+def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
+    """Run the training pipeline of ``config`` (a YAML file, a shipped config name, a mapping or a Config).
+
+    Everything is checked before anything heavy starts; see the module docstring for what the run writes.
+    """
+    config, runner = prepare(config, overrides, "train")
+    folder_to_continue, checkpoint = _resume_target(config, runner)
+    run = RunFolder(folder_to_continue, config, "train") if folder_to_continue else RunFolder.create(config, "train")
+    run.log(f"omlcore train: {config.source or config.name} -> {run.path}")
+    source = str(config.source) if config.source else None
+
+    seed_everything(config["seed"])
+    csv_path, root = dataset_csv(config)
+    batch_size, num_workers = config["dataset.batch_size"], config["dataset.num_workers"]
+    train_transform = build_component("transform", config["transforms_train"], "transforms_train", source=source)
+    val_transform = build_component("transform", config["transforms_val"], "transforms_val", source=source)
+    check = config["dataset.check_images"]
+    train_set = ImageLabeledDataset(csv_path, root, train_transform, check_images=check)
+    try:
+        val_set: ImageQueryGalleryDataset | None = ImageQueryGalleryDataset(
+            csv_path, root, val_transform, check_images=check
+        )
+    except DataValidationError as error:
+        if f"split == '{SPLIT_VALIDATION}'" not in str(error):
+            raise
+        val_set = None
+    sampler_args: dict[str, Any] = {}
+    if accepts("sampler", config["sampler.name"], "label2category"):
+        sampler_args["label2category"] = _label2category(train_set, source)
+    sampler = build_component(
+        "sampler", config["sampler"], "sampler", train_set.get_labels(), source=source, **sampler_args
+    )
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=num_workers)
+    model = load_extractor(config)
+    loss = build_component("loss", config["loss"], "loss", source=source)
+    metric = build_component("metric", config["metric"], "metric", source=source) if val_set is not None else None
+    run.log(f"data: {len(train_set)} training images, {len(val_set) if val_set else 0} validation images ({csv_path})")
+
+    def evaluate() -> dict[str, float]:
+        assert val_set is not None and metric is not None
+        return flat_scalars(runner.evaluate(model, val_set, metric, batch_size, num_workers))
+
+    untrained: dict[str, float] = {}
+    if val_set is not None and config["validate_untrained"] and checkpoint is None:
+        untrained = evaluate()
+        run.log(f"\nValidation of the untrained model:\n{format_table({'untrained': untrained})}\n")
+
+    previous = _previous_history(run.path) if folder_to_continue else []
+    history: dict[int, dict[str, float]] = {int(record["epoch"]): record for record in previous}
+
+    def on_epoch(record: dict[str, float]) -> None:
+        epoch = int(record["epoch"])
+        for stale in [e for e in history if e >= epoch]:
+            del history[stale]
+        history[epoch] = record
+        run.write_records("metrics", [history[e] for e in sorted(history)])
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k in ("loss", "OVERALL/cmc/1"))
+        run.log(f"epoch {epoch + 1}/{runner.epochs}: {shown}")
+
+    optimizer_config, scheduler_config = config["optimizer"], config["scheduler"]
+    runner.fit(
+        FitJob(
+            model=model,
+            loss=loss,
+            build_optimizer=lambda params: build_component(
+                "optimizer", optimizer_config, "optimizer", params, source=source
+            ),
+            build_scheduler=(
+                None
+                if scheduler_config is None
+                else lambda optimizer: build_component(
+                    "scheduler", scheduler_config, "scheduler", optimizer, source=source
+                )
+            ),
+            train_loader=loader,
+            val_dataset=val_set,
+            metric=metric,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            checkpoint_dir=run.checkpoints,
+            resume=checkpoint,
+            on_epoch=on_epoch,
+        )
+    )
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), run.checkpoints / EXTRACTOR_CHECKPOINT)
+
+    trained: dict[str, float] = {}
+    if val_set is not None and metric is not None:
+        trained = evaluate()
+        columns = {"untrained": untrained, "trained": trained} if untrained else {"trained": trained}
+        run.log(f"\nValidation ({len(val_set)} images, every one a query and / or gallery item):")
+        run.log(format_table(columns))
+        run.write_json("validation.json", columns)
+        written = save_visualisations(config, metric, val_set, run.path / "retrieval")
+        if written:
+            run.log(f"\nworst queries: {', '.join(str(p.relative_to(run.path)) for p in written)}")
+    run.log(f"\nrun folder: {run.path}")
+    return TrainResult(run.path, [history[e] for e in sorted(history)], untrained, trained)
+
+
+def _previous_history(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return []
+    loaded = json.loads(path.read_text(encoding="utf-8"))
+    return [dict(record) for record in loaded if isinstance(record, Mapping)]
+
+
+def _label2category(dataset: ImageLabeledDataset, source: str | None) -> dict[int, str]:
+    """label -> category of the training rows, for category-balanced samplers."""
+    if dataset.categories is None:
+        raise ConfigError("sampler.name", "this sampler needs the CSV's 'category' column, which is missing", source)
+    return dict(zip(dataset.labels.tolist(), dataset.categories.tolist(), strict=True))
