@@ -5,7 +5,8 @@ The same work: SmallCNN (tiny by default: 32 px inputs, widths 8 and 16), ``Trip
 batch-hard miner, Adam, one ``DataLoader`` over an in-memory dataset with omlcore's ``BalanceSampler``
 (``--labels`` x ``--instances`` per batch); every loop reads the loss value each step (for its running mean).
 ``fit`` runs without a progress bar, Lightning without logger, checkpoints or progress bar (its ``self.log`` calls
-run). Each measurement is a whole call (``fit(...)``, ``trainer.fit(...)``, the loop) over ``--epochs`` epochs from
+run). A bare ``LightningModule`` doing the same step without logging shows what Lightning's loop costs by itself.
+Each measurement is a whole call (``fit(...)``, ``trainer.fit(...)``, the loop) over ``--epochs`` epochs from
 fresh objects; the runners take turns (``--repeats`` rounds, order rotated) and the median steps/s is reported
 with the min - max, so load from other processes hits all of them alike.
 
@@ -62,7 +63,7 @@ def hand_written(args: argparse.Namespace, dataset: InMemoryImages) -> Callable[
     def run() -> None:
         model.train()
         for epoch in range(args.epochs):
-            loader.batch_sampler.set_epoch(epoch)  # type: ignore[union-attr]
+            loader.batch_sampler.set_epoch(epoch)
             total = 0.0
             for batch in loader:
                 value = loss(model(batch[IMAGES]), batch[LABELS])
@@ -76,20 +77,20 @@ def hand_written(args: argparse.Namespace, dataset: InMemoryImages) -> Callable[
 
 def omlcore_fit(args: argparse.Namespace, dataset: InMemoryImages) -> Callable[[], None]:
     model, loss, optimizer, loader = parts(args, dataset)
-    return lambda: fit(model, loss, optimizer, loader, epochs=args.epochs, progress=False) and None
+
+    def run() -> None:
+        fit(model, loss, optimizer, loader, epochs=args.epochs, progress=False)
+
+    return run
 
 
-def lightning_module(args: argparse.Namespace, dataset: InMemoryImages) -> Callable[[], None]:
+def _trainer(args: argparse.Namespace) -> Any:
     import logging
 
     import lightning.pytorch as pl
 
-    from omlcore_lightning import RetrievalModule
-
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    model, loss, optimizer, loader = parts(args, dataset)
-    module = RetrievalModule(model, loss, optimizer=optimizer)
-    trainer = pl.Trainer(
+    return pl.Trainer(
         max_epochs=args.epochs,
         accelerator="cpu",
         devices=1,
@@ -99,6 +100,35 @@ def lightning_module(args: argparse.Namespace, dataset: InMemoryImages) -> Calla
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+
+
+def lightning_module(args: argparse.Namespace, dataset: InMemoryImages) -> Callable[[], None]:
+    from omlcore_lightning import RetrievalModule
+
+    model, loss, optimizer, loader = parts(args, dataset)
+    module, trainer = RetrievalModule(model, loss, optimizer=optimizer), _trainer(args)
+    return lambda: trainer.fit(module, loader)
+
+
+def bare_lightning(args: argparse.Namespace, dataset: InMemoryImages) -> Callable[[], None]:
+    """Lightning's own cost: the smallest LightningModule doing the same step (no logging)."""
+    import lightning.pytorch as pl
+
+    model, loss, optimizer, loader = parts(args, dataset)
+
+    class Bare(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.loss = model, loss
+
+        def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+            value: torch.Tensor = self.loss(self.model(batch[IMAGES]), batch[LABELS])
+            return value
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return optimizer
+
+    module, trainer = Bare(), _trainer(args)
     return lambda: trainer.fit(module, loader)
 
 
@@ -106,6 +136,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, InMemoryImages], Callable[[], N
     "hand-written loop": hand_written,
     "omlcore_torch.fit": omlcore_fit,
     "Lightning RetrievalModule": lightning_module,
+    "bare LightningModule (Lightning's own loop)": bare_lightning,
 }
 
 

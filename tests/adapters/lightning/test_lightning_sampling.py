@@ -93,31 +93,3 @@ def test_installing_is_idempotent_and_an_unknown_lightning_fails_clearly() -> No
     with pytest.raises(OmlcoreError, match=r"Trainer\(use_distributed_sampler=False\)"):
         install_sampling(SimpleNamespace(_data_connector=SimpleNamespace(), world_size=2))
     install_sampling(SimpleNamespace(_data_connector=SimpleNamespace(), world_size=1))  # one process: nothing to do
-
-
-def test_without_lightning_the_adapter_names_the_extra_to_install(python_json: Any) -> None:
-    result = python_json(
-        """
-        import importlib.abc, json, sys
-
-        class HideLightning(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "lightning" or name.startswith("lightning."):
-                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-                return None
-
-        sys.meta_path.insert(0, HideLightning())
-        import omlcore_lightning
-        from omlcore.errors import MissingDependencyError
-
-        out = {}
-        for name in ("RetrievalModule", "MetricValCallback", "install_sampling"):
-            try:
-                getattr(omlcore_lightning, name)
-            except MissingDependencyError as error:
-                out[name] = str(error)
-        print(json.dumps(out))
-        """
-    )
-    assert sorted(result) == ["MetricValCallback", "RetrievalModule", "install_sampling"]
-    assert all('pip install "omlcore[lightning]"' in message for message in result.values())
