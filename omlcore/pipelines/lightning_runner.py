@@ -81,14 +81,24 @@ class LightningRunner:
         on_epoch = job.on_epoch
 
         class EpochRecords(pl.Callback):  # type: ignore[name-defined]
+            """The epoch's mean loss and loss statistics (as omlcore_torch.fit records them) plus the metrics."""
+
+            def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+                self.sums: dict[str, float] = {}
+                self.steps = 0
+
+            def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:
+                loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+                values = {"loss": float(loss), **getattr(pl_module.loss, "last_logs", {})}
+                for name, value in values.items():
+                    self.sums[name] = self.sums.get(name, 0.0) + float(value)
+                self.steps += 1
+
             def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-                if trainer.is_global_zero and not trainer.sanity_checking:
-                    metrics = _records(trainer)
-                    loss = metrics.pop("train/loss_epoch", float("nan"))
-                    metrics.pop("train/loss", None)
-                    logs = {k.removeprefix("train/"): v for k, v in metrics.items() if k.startswith("train/")}
-                    rest = {k: v for k, v in metrics.items() if not k.startswith("train/")}
-                    on_epoch({"epoch": trainer.current_epoch, "loss": loss, **logs, **rest})
+                if trainer.is_global_zero:
+                    means = {name: total / max(self.steps, 1) for name, total in self.sums.items()}
+                    metrics = {k: v for k, v in _records(trainer).items() if not k.startswith("train/")}
+                    on_epoch({"epoch": trainer.current_epoch, **means, **metrics})
 
         module = RetrievalModule(
             job.model,

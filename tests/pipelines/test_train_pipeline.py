@@ -1,0 +1,87 @@
+"""`omlcore train` end to end on a tiny dataset: both runners, the run folder, resume, config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from omlcore.cli import main
+from omlcore.pipelines import train
+
+from .conftest import run_folders
+
+
+def test_cli_train_with_the_torch_runner_writes_the_run_folder(
+    tiny_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", str(tiny_config)]) == 0
+    out = capsys.readouterr().out
+    assert "Validation of the untrained model" in out and "untrained     trained" in out
+    [run] = run_folders(tiny_config)
+    assert run.name.startswith("train-tiny-")
+    for name in ("config.yaml", "log.txt", "metrics.csv", "metrics.json", "validation.json"):
+        assert (run / name).is_file(), name
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "extractor.pt"}
+    assert (run / "retrieval" / "worst_OVERALL_cmc_1.html").is_file()
+    history = json.loads((run / "metrics.json").read_text())
+    assert [record["epoch"] for record in history] == [0, 1]
+    assert {"loss", "OVERALL/cmc/1", "OVERALL/map/2"} <= set(history[-1])
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [0, 1]
+    validation = json.loads((run / "validation.json").read_text())
+    assert validation["trained"]["OVERALL/cmc/1"] == pytest.approx(history[-1]["OVERALL/cmc/1"])
+    assert "OVERALL/cmc/1" in (run / "log.txt").read_text()
+    assert "runner:\n  name: torch" in (run / "config.yaml").read_text()
+
+
+def test_lightning_runner_and_a_pml_loss_by_name(tiny_config: Path) -> None:
+    pytest.importorskip("lightning")
+    pytest.importorskip("pytorch_metric_learning")
+    result = train(
+        tiny_config,
+        [
+            "runner.name=lightning",
+            "runner.args={epochs: 2, accelerator: cpu, progress: false, log_every_n_steps: 1}",
+            "loss={name: pml.TripletMarginLoss, args: {margin: 0.2}}",
+            "validate_untrained=false",
+        ],
+    )
+    assert [record["epoch"] for record in result.history] == [0, 1]
+    assert "OVERALL/cmc/1" in result.history[-1] and result.untrained == {}
+    assert 0 <= result.trained["OVERALL/cmc/1"] <= 1
+    assert {p.name for p in (result.run_dir / "checkpoints").iterdir()} == {"last.ckpt", "extractor.pt"}
+    assert (result.run_dir / "logs" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("runner", ["torch", "lightning"])
+def test_a_resumed_run_gets_the_metrics_of_an_uninterrupted_one(tiny_config: Path, runner: str) -> None:
+    if runner == "lightning":
+        pytest.importorskip("lightning")
+    args = (
+        "{epochs: %d, accelerator: cpu, progress: false, log_every_n_steps: 1}"
+        if runner == "lightning"
+        else "{epochs: %d, progress: false}"
+    )
+    whole = train(tiny_config, [f"runner.name={runner}", f"runner.args={args % 3}", "run_name=whole"])
+    first = train(tiny_config, [f"runner.name={runner}", f"runner.args={args % 1}", "run_name=cut"])
+    resumed = train(tiny_config, [f"runner.name={runner}", f"runner.args={args % 3}", f"resume={first.run_dir}"])
+    assert resumed.run_dir == first.run_dir
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
+    for mine, theirs in zip(resumed.history, whole.history, strict=True):
+        assert mine.keys() == theirs.keys()
+        assert mine == pytest.approx(theirs, rel=1e-5, abs=1e-6)
+    assert resumed.trained == pytest.approx(whole.trained, abs=1e-6)
+
+
+def test_config_errors_stop_the_cli_before_any_run(tiny_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", str(tiny_config), "loss.args.miner.name=hard_triplet"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: config {tiny_config} + overrides: loss.args.miner.name: Unknown miner 'hard_triplet'" in err
+    assert "Did you mean: hard_triplets" in err
+    assert main(["train", str(tiny_config), "runner.args.epochs"]) == 2
+    assert "bad override" in capsys.readouterr().err
+    assert main(["train", str(tiny_config), "resume=nowhere"]) == 2
+    assert "resume: 'nowhere' is neither a run folder nor a checkpoint file" in capsys.readouterr().err
+    assert run_folders(tiny_config) == []
