@@ -10,6 +10,8 @@ checkpoints and retrieval grids. Runners (``runner: {name: torch | lightning}``)
 
 from __future__ import annotations
 
+from omlcore.pipelines.predict import PredictResult, predict
 from omlcore.pipelines.train import TrainResult, train
+from omlcore.pipelines.validate import ValidateResult, validate
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["PredictResult", "TrainResult", "ValidateResult", "predict", "train", "validate"]

@@ -1,0 +1,79 @@
+"""`omlcore validate` (table, JSON, grids) and `omlcore predict` (embeddings, top-k JSON / CSV)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from omlcore.cli import main
+from omlcore.config import ConfigError
+from omlcore.pipelines import predict, train, validate
+from omlcore.utils.optional import is_available
+
+from .conftest import VAL_LABELS, run_folders
+
+
+def test_cli_validate_prints_a_table_and_writes_json_and_grids(
+    tiny_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(tiny_config), "visualization.formats=[html, png]"]) == 0
+    out = capsys.readouterr().out
+    assert "metric" in out and "OVERALL/cmc/1" in out and "OVERALL/map/2" in out
+    [run] = run_folders(tiny_config)
+    assert run.name.startswith("validate-tiny-")
+    payload = json.loads((run / "metrics.json").read_text())
+    assert 0 <= payload["flat"]["OVERALL/cmc/1"] <= 1 and "OVERALL" in payload["nested"]
+    grids = {p.name for p in (run / "retrieval").iterdir()}
+    assert "worst_OVERALL_cmc_1.html" in grids
+    if is_available("matplotlib"):
+        assert "worst_OVERALL_cmc_1.png" in grids
+
+
+def test_validate_a_trained_checkpoint_reproduces_its_metrics(tiny_config: Path) -> None:
+    trained = train(tiny_config, ["validate_untrained=false"])
+    for checkpoint in (trained.run_dir, trained.run_dir / "checkpoints" / "last.pt"):
+        result = validate(tiny_config, [f"checkpoint={checkpoint}", "visualization.n_queries=0"])
+        assert result.metrics == pytest.approx(trained.trained)
+        assert not (result.run_dir / "retrieval").exists()
+    with pytest.raises(ConfigError, match=r"checkpoint: .* does not fit the extractor"):
+        validate(tiny_config, [f"checkpoint={trained.run_dir}", "extractor.args.feat_dim=4"])
+
+
+def test_cli_predict_writes_embeddings_and_neighbours(tiny_config: Path, tiny_csv: Path) -> None:
+    assert main(["predict", str(tiny_config), "predict.split=validation", "predict.top_k=2"]) == 0
+    [run] = run_folders(tiny_config)
+    embeddings = np.load(run / "embeddings.npy")
+    items = pd.read_csv(run / "items.csv")
+    assert embeddings.shape == (VAL_LABELS * 4, 8) and len(items) == len(embeddings)
+    assert set(items["label"]) == set(range(6, 6 + VAL_LABELS))
+    neighbours = json.loads((run / "neighbours.json").read_text())
+    assert len(neighbours) == len(items) and all(len(item["neighbours"]) == 2 for item in neighbours)
+    first = neighbours[0]
+    assert first["index"] not in [other["index"] for other in first["neighbours"]]
+    distances = np.linalg.norm(embeddings - embeddings[0], axis=1)
+    distances[0] = np.inf
+    assert [other["index"] for other in first["neighbours"]] == np.argsort(distances)[:2].tolist()
+    table = pd.read_csv(run / "neighbours.csv")
+    assert len(table) == 2 * len(items) and table["rank"].tolist()[:2] == [1, 2]
+
+
+def test_predict_an_image_folder(tiny_config: Path, tiny_csv: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "images" / "nested"
+    folder.mkdir(parents=True)
+    for name in ("0_0.png", "0_1.png", "1_0.png"):
+        shutil.copy(tiny_csv.parent / name, folder / name)
+    result = predict(tiny_config, [f"predict.data={folder.parent}", "predict.top_k=5"])
+    assert result.embeddings.shape == (3, 8) and [Path(p).name for p in result.paths] == [
+        "0_0.png",
+        "0_1.png",
+        "1_0.png",
+    ]
+    neighbours = json.loads((result.run_dir / "neighbours.json").read_text())
+    assert [len(item["neighbours"]) for item in neighbours] == [2, 2, 2]
+    with pytest.raises(ConfigError, match=r"predict\.data: no such CSV file or image folder"):
+        predict(tiny_config, ["predict.data=nowhere"])
