@@ -1,5 +1,5 @@
-"""Plugin ``lightning``: registers Lightning callbacks (kind ``callback``), loggers (kind ``logger``) and omlcore's
-Lightning components: ``lightning.MetricValCallback`` (callback) and ``lightning.RetrievalModule`` (runner).
+"""Plugin ``lightning``: registers Lightning callbacks (kind ``callback``) and loggers (kind ``logger``), plus omlcore's
+own callback ``lightning.MetricValCallback`` (:class:`omlcore_lightning.MetricValCallback`).
 
 Names are ``lightning.<ClassName>`` with targets in ``lightning.pytorch.callbacks`` / ``lightning.pytorch.loggers``,
 registered as import strings: listing them never imports Lightning. Without Lightning (or a component's own
@@ -15,15 +15,7 @@ from omlcore.hookspecs import hookimpl
 if TYPE_CHECKING:
     from omlcore.registry import Registrar
 
-__all__ = [
-    "CALLBACKS",
-    "EXTRA",
-    "LOGGERS",
-    "OMLCORE_COMPONENTS",
-    "register_callbacks",
-    "register_loggers",
-    "register_runners",
-]
+__all__ = ["CALLBACKS", "EXTRA", "LOGGERS", "register_callbacks", "register_loggers"]
 
 EXTRA = "lightning"
 
@@ -43,26 +35,6 @@ LOGGERS: dict[str, tuple[tuple[str, ...], str]] = {
     "TensorBoardLogger": (("tensorboardX",), "log to TensorBoard event files"),
 }
 
-#: omlcore's own Lightning components: name -> (kind, target, summary)
-OMLCORE_COMPONENTS: dict[str, tuple[str, str, str]] = {
-    "lightning.MetricValCallback": (
-        "callback",
-        "omlcore_lightning.callback:MetricValCallback",
-        "feed a metric accumulator during validation / test, log its flat keys, exact under DDP",
-    ),
-    "lightning.RetrievalModule": (
-        "runner",
-        "omlcore_lightning.module:RetrievalModule",
-        "LightningModule: an extractor trained with any omlcore loss; validate / predict give embeddings",
-    ),
-}
-
-
-def _register_own(registry: Registrar, kind: str) -> None:
-    for name, (entry_kind, target, summary) in OMLCORE_COMPONENTS.items():
-        if entry_kind == kind:
-            registry.register(name, target, requires=("lightning",), extra=EXTRA, summary=summary)
-
 
 @hookimpl
 def register_callbacks(registry: Registrar) -> None:
@@ -74,7 +46,13 @@ def register_callbacks(registry: Registrar) -> None:
             extra=EXTRA,
             summary=summary,
         )
-    _register_own(registry, "callback")
+    registry.register(
+        "lightning.MetricValCallback",
+        "omlcore_lightning.callback:MetricValCallback",
+        requires=("lightning",),
+        extra=EXTRA,
+        summary="feed a metric accumulator during validation / test, log its flat keys, exact under DDP",
+    )
 
 
 @hookimpl
@@ -87,8 +65,3 @@ def register_loggers(registry: Registrar) -> None:
             extra=EXTRA,
             summary=summary,
         )
-
-
-@hookimpl
-def register_runners(registry: Registrar) -> None:
-    _register_own(registry, "runner")

@@ -5,8 +5,9 @@
 - :mod:`omlcore_torch.distributed`: shard loaders across ranks, gather uneven tensors, merge metric states exactly.
 
 Its plugin, :mod:`omlcore_torch.plugin` (entry point ``torch``), registers torch.optim optimizers and learning-rate
-schedulers and these runners by name. Torch is a core dependency, so everything here is always available; the
-names above are imported on first use, so loading the plugin imports nothing.
+schedulers by name (the config pipelines' ``torch`` runner drives these loops). Torch is a core dependency, so
+everything here is always available; the names above are imported on first use, so loading the plugin imports
+nothing.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Plugin ``torch``: registers torch.optim optimizers (kind ``optimizer``), LR schedulers (kind ``scheduler``) and
-the raw-PyTorch runners (kind ``runner``: ``torch.fit``, ``torch.evaluate``, ``torch.inference``).
+"""Plugin ``torch``: registers torch.optim optimizers (kind ``optimizer``) and LR schedulers (kind ``scheduler``).
 
 Optimizers are built as ``factory(params, **args)`` and schedulers as ``factory(optimizer, **args)``, e.g.
 ``registry.build("optimizer", "adam", model.parameters(), lr=1e-3)``. Targets are import strings, so
@@ -15,7 +14,7 @@ from omlcore.hookspecs import hookimpl
 if TYPE_CHECKING:
     from omlcore.registry import Registrar
 
-__all__ = ["OPTIMIZERS", "RUNNERS", "SCHEDULERS", "register_optimizers", "register_runners", "register_schedulers"]
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "register_optimizers", "register_schedulers"]
 
 #: name -> (class in torch.optim, summary)
 OPTIMIZERS: dict[str, tuple[str, str]] = {
@@ -47,13 +46,6 @@ SCHEDULERS: dict[str, tuple[str, str]] = {
     "lambda": ("LambdaLR", "set the LR to the initial LR times lr_lambda(epoch)"),
 }
 
-#: name -> (target, summary)
-RUNNERS: dict[str, tuple[str, str]] = {
-    "torch.fit": ("omlcore_torch.training:fit", "train an extractor: epochs, AMP, clipping, validation, checkpoints"),
-    "torch.evaluate": ("omlcore_torch.evaluation:evaluate", "metrics of a model on a query / gallery set, DDP-aware"),
-    "torch.inference": ("omlcore_torch.evaluation:inference", "embeddings of a dataset in dataset order, DDP-aware"),
-}
-
 
 @hookimpl
 def register_optimizers(registry: Registrar) -> None:
@@ -65,9 +57,3 @@ def register_optimizers(registry: Registrar) -> None:
 def register_schedulers(registry: Registrar) -> None:
     for name, (class_name, summary) in SCHEDULERS.items():
         registry.register(name, f"torch.optim.lr_scheduler:{class_name}", summary=summary)
-
-
-@hookimpl
-def register_runners(registry: Registrar) -> None:
-    for name, (target, summary) in RUNNERS.items():
-        registry.register(name, target, summary=summary)

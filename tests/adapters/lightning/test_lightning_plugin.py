@@ -24,10 +24,7 @@ from lightning.pytorch import loggers as pl_loggers  # noqa: E402
 
 CALLBACKS = ["EarlyStopping", "LearningRateMonitor", "ModelCheckpoint", "RichProgressBar", "TQDMProgressBar"]
 LOGGERS = ["CSVLogger", "TensorBoardLogger"]
-OWN = {  # omlcore's own Lightning components: name -> (kind, target)
-    "lightning.MetricValCallback": ("callback", "omlcore_lightning.callback:MetricValCallback"),
-    "lightning.RetrievalModule": ("runner", "omlcore_lightning.module:RetrievalModule"),
-}
+OWN = {"lightning.MetricValCallback": ("callback", "omlcore_lightning.callback:MetricValCallback")}
 HINT = 'pip install "omlcore[lightning]"'
 
 
@@ -42,7 +39,6 @@ def test_hookimpls_match_the_hookspecs() -> None:
     manager.check_pending()  # every hookimpl is a known hook with the right argument names
     assert len(manager.hook.register_callbacks.get_hookimpls()) == 1
     assert len(manager.hook.register_loggers.get_hookimpls()) == 1
-    assert len(manager.hook.register_runners.get_hookimpls()) == 1
 
 
 def test_registers_callbacks_and_loggers() -> None:
@@ -51,7 +47,7 @@ def test_registers_callbacks_and_loggers() -> None:
         [f"lightning.{name}" for name in CALLBACKS] + ["lightning.MetricValCallback"]
     )
     assert registry.names("logger") == [f"lightning.{name}" for name in LOGGERS]
-    assert registry.names("runner") == ["lightning.RetrievalModule"]
+    assert registry.get("callback", "lightning.MetricValCallback").load().__name__ == "MetricValCallback"
     assert len(registry) == len(CALLBACKS) + len(LOGGERS) + len(OWN)
     for entry in registry:
         if entry.name in OWN:

@@ -54,14 +54,12 @@ def test_hookimpls_match_the_hookspecs() -> None:
     manager.check_pending()  # every hookimpl is a known hook with the right argument names
     assert len(manager.hook.register_optimizers.get_hookimpls()) == 1
     assert len(manager.hook.register_schedulers.get_hookimpls()) == 1
-    assert len(manager.hook.register_runners.get_hookimpls()) == 1
 
 
 def test_registers_exactly_the_optimizers_and_schedulers(registry: Registry) -> None:
     assert registry.names("optimizer") == sorted(EXPECTED_OPTIMIZERS)
     assert registry.names("scheduler") == sorted(EXPECTED_SCHEDULERS)
-    assert registry.names("runner") == ["torch.evaluate", "torch.fit", "torch.inference"]
-    assert len(registry) == len(EXPECTED_OPTIMIZERS) + len(EXPECTED_SCHEDULERS) + 3
+    assert len(registry) == len(EXPECTED_OPTIMIZERS) + len(EXPECTED_SCHEDULERS)
     for entry in registry:
         assert entry.plugin == "torch"
         assert entry.requires == ()
@@ -120,12 +118,7 @@ def test_wrong_argument_name_lists_the_accepted_ones(registry: Registry) -> None
     assert f"Accepted arguments: {accepted}" in str(error.value)
 
 
-def test_runners_load_the_loops_and_listing_imports_nothing(registry: Registry, python_json) -> None:  # type: ignore[no-untyped-def]
-    from omlcore_torch import evaluate, fit, inference
-
-    assert registry.load("runner", "torch.fit") is fit
-    assert registry.load("runner", "torch.evaluate") is evaluate
-    assert registry.load("runner", "torch.inference") is inference
+def test_loading_the_plugin_imports_no_torch_and_the_adapter_imports_lazily(python_json) -> None:  # type: ignore[no-untyped-def]
     result = python_json(
         """
         import json, sys
@@ -133,7 +126,18 @@ def test_runners_load_the_loops_and_listing_imports_nothing(registry: Registry, 
         from omlcore.plugins import registry_of
 
         registry = registry_of([("torch", plugin)])
-        print(json.dumps({"entries": len(registry.entries()), "torch": "torch" in sys.modules}))
+        listed = {"entries": len(registry.entries()), "torch": "torch" in sys.modules}
+        import omlcore_torch
+
+        listed["torch_after_package"] = "torch" in sys.modules
+        listed["fit"] = omlcore_torch.fit.__module__
+        print(json.dumps(listed))
         """
     )
-    assert result == {"entries": len(EXPECTED_OPTIMIZERS) + len(EXPECTED_SCHEDULERS) + 3, "torch": False}
+    expected_entries = len(EXPECTED_OPTIMIZERS) + len(EXPECTED_SCHEDULERS)
+    assert result == {
+        "entries": expected_entries,
+        "torch": False,
+        "torch_after_package": False,
+        "fit": "omlcore_torch.training",
+    }
