@@ -33,7 +33,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_main_job_command_installs_and_runs_omlcore() -> None:
     main_job = fenced_blocks("bash")[0]
-    assert "pip install" in main_job and "omlcore plugins" in main_job
+    assert "pip install" in main_job and "omlcore train glyphs" in main_job
 
 
 def test_python_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
