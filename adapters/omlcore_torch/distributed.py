@@ -16,6 +16,7 @@ no-ops without a process group (``world_size == 1``).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -194,8 +195,6 @@ def rebuild_loader(loader: DataLoader[Any], **changes: Any) -> DataLoader[Any]:
     ``changes`` (``sampler=..., batch_size=...`` or ``batch_sampler=...``). A ``DataLoader`` subclass comes back as a
     plain ``DataLoader``.
     """
-    import inspect
-
     accepted = inspect.signature(DataLoader.__init__).parameters
     kwargs = {name: getattr(loader, name) for name in _LOADER_ARGS if name in accepted and hasattr(loader, name)}
     if not kwargs.get("num_workers"):

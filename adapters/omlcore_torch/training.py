@@ -105,13 +105,14 @@ def _gather_rng_states() -> list[dict[str, Any]]:
 
 
 def _mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
-    if rank_and_world_size()[1] == 1 or not values:
+    """The mean of each value over the ranks that have it (an epoch's loss and loss statistics)."""
+    world_size = rank_and_world_size()[1]
+    if world_size == 1:
         return values
-    tensor = torch.tensor(list(values.values()), dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor)
-    return dict(zip(values, (tensor / dist.get_world_size()).tolist(), strict=True))
+    everyone: list[Any] = [None] * world_size
+    dist.all_gather_object(everyone, values)
+    names = dict.fromkeys(name for rank_values in everyone for name in rank_values)
+    return {name: sum(v[name] for v in everyone if name in v) / sum(name in v for v in everyone) for name in names}
 
 
 def _scalars(results: Mapping[str, Any]) -> dict[str, float]:
@@ -196,25 +197,10 @@ def fit(
 
     history: list[dict[str, float]] = []
     start_epoch = 0
-    rng_to_restore: dict[str, Any] | None = None
     if resume is not None:
-        state = load_checkpoint(resume)
-        model.load_state_dict(state["model"])
-        if isinstance(loss, nn.Module):
-            loss.load_state_dict(state["loss"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            if state.get("scheduler") is None:
-                raise ValueError(f"the checkpoint {resume} was saved without a scheduler; resume without one")
-            scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, history = state["epoch"], list(state["history"])
-        rng_states = state["rng"]
-        rng_to_restore = rng_states[rank] if rank < len(rng_states) else rng_states[0]
+        start_epoch, history = _restore(resume, model, loss, optimizer, scheduler, scaler, rank)
 
     last_metrics: dict[str, float] = {}
-    if rng_to_restore is not None:
-        set_rng_state(rng_to_restore)  # last, so that nothing between here and the first batch draws numbers
     for epoch in range(start_epoch, epochs):
         _set_epoch(train_loader, epoch)
         trainable.train()
@@ -260,21 +246,43 @@ def fit(
                 scheduler.step()
         history.append(record)
         if checkpoint_dir is not None:
-            _save(
-                Path(checkpoint_dir) / CHECKPOINT_NAME,
-                {
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "loss": loss.state_dict() if isinstance(loss, nn.Module) else {},
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "scaler": scaler.state_dict(),
-                    "history": history,
-                    "rng": _gather_rng_states(),
-                },
-                rank,
-            )
+            state = {
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "loss": loss.state_dict() if isinstance(loss, nn.Module) else {},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict(),
+                "history": history,
+                "rng": _gather_rng_states(),  # every rank's, taken last: the next epoch starts from them
+            }
+            _save(Path(checkpoint_dir) / CHECKPOINT_NAME, state, rank)
     return history
+
+
+def _restore(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    loss: Loss,
+    optimizer: Optimizer,
+    scheduler: Scheduler | None,
+    scaler: torch.amp.GradScaler,
+    rank: int,
+) -> tuple[int, list[dict[str, float]]]:
+    """Load a checkpoint of :func:`fit` into the objects and this rank's RNG states; the epochs done and history."""
+    state = load_checkpoint(path)
+    model.load_state_dict(state["model"])
+    if isinstance(loss, nn.Module):
+        loss.load_state_dict(state["loss"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        if state.get("scheduler") is None:
+            raise ValueError(f"the checkpoint {path} was saved without a scheduler; resume without one")
+        scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    rng_states = state["rng"]  # one per rank; a run resumed on more processes gives the extra ones rank 0's
+    set_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
+    return int(state["epoch"]), list(state["history"])
 
 
 def _save(path: Path, state: dict[str, Any], rank: int) -> None:
