@@ -179,7 +179,7 @@ def fit(
     target = torch.device(device) if device is not None else model_device(model)
     use_amp = target.type == "cuda" if amp is None else amp
     amp_dtype = torch.float16 if target.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler(target.type, enabled=use_amp and amp_dtype == torch.float16)
+    scaler = _grad_scaler(target.type, enabled=use_amp and amp_dtype == torch.float16)
 
     def autocast() -> Any:
         return torch.autocast(target.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
@@ -260,13 +260,20 @@ def fit(
     return history
 
 
+def _grad_scaler(device_type: str, enabled: bool) -> Any:
+    """``torch.amp.GradScaler`` (torch >= 2.3), or the CUDA one of older torch."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device_type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
 def _restore(
     path: str | os.PathLike[str],
     model: nn.Module,
     loss: Loss,
     optimizer: Optimizer,
     scheduler: Scheduler | None,
-    scaler: torch.amp.GradScaler,
+    scaler: Any,
     rank: int,
 ) -> tuple[int, list[dict[str, float]]]:
     """Load a checkpoint of :func:`fit` into the objects and this rank's RNG states; the epochs done and history."""
