@@ -27,6 +27,7 @@ __all__ = ["DEFAULT_OPTIMIZER", "OptimizerSpec", "RetrievalModule", "SchedulerSp
 #: An optimizer, a factory ``params -> Optimizer`` (e.g. ``functools.partial(torch.optim.Adam, lr=1e-3)``), or a
 #: registry config ``{"name": "adam", "args": {"lr": 1e-3}}``.
 OptimizerSpec = Optimizer | Callable[[list[nn.Parameter]], Optimizer] | Mapping[str, Any]
+#: The optimizer when none is given.
 DEFAULT_OPTIMIZER: Mapping[str, Any] = {"name": "adam", "args": {"lr": 1e-3}}
 #: A scheduler, a factory ``optimizer -> scheduler``, or a registry config ``{"name": "cosine", "args": {...}}``.
 SchedulerSpec = Any | Callable[[Optimizer], Any] | Mapping[str, Any]
@@ -38,7 +39,7 @@ def _build(kind: str, spec: Any, first: Any) -> Any:
 
         unknown = set(spec) - {"name", "args"}
         if "name" not in spec or unknown:
-            raise ValueError(f"a {kind} config is {{'name': ..., 'args': {{...}}}}, got {dict(spec)!r}")
+            raise ValueError(f"the {kind} config must be {{'name': ..., 'args': {{...}}}}, got {dict(spec)!r}")
         return get_registry().build(kind, spec["name"], first, **(spec.get("args") or {}))
     return spec(first)
 
