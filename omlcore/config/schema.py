@@ -41,7 +41,9 @@ class Option:
 
 
 def _component(key: str, kind: str, default: Any, doc: str, required: tuple[Pipeline, ...] = ()) -> Option:
-    return Option(key, (dict, type(None)), default, doc, kind=kind, required=required)
+    """A ``{name, args}`` key; null is allowed where there is no default (the required ones say when they are)."""
+    types: tuple[type, ...] = (dict,) if default is not None else (dict, type(None))
+    return Option(key, types, default, doc, kind=kind, required=required)
 
 
 _NONE = type(None)
