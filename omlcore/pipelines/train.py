@@ -81,12 +81,12 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
     """
     config, runner = prepare(config, overrides, "train")
     folder_to_continue, checkpoint = _resume_target(config, runner)
+    csv_path, root = dataset_csv(config)
     run = RunFolder(folder_to_continue, config, "train") if folder_to_continue else RunFolder.create(config, "train")
     run.log(f"omlcore train: {config.source or config.name} -> {run.path}")
     source = str(config.source) if config.source else None
 
     seed_everything(config["seed"])
-    csv_path, root = dataset_csv(config)
     batch_size, num_workers = config["dataset.batch_size"], config["dataset.num_workers"]
     train_transform = build_component("transform", config["transforms_train"], "transforms_train", source=source)
     val_transform = build_component("transform", config["transforms_val"], "transforms_val", source=source)

@@ -41,11 +41,11 @@ class ValidateResult:
 def validate(config: ConfigSource, overrides: Sequence[str] = ()) -> ValidateResult:
     """Run the validation pipeline of ``config`` (a YAML file, a shipped config name, a mapping or a Config)."""
     config, runner = prepare(config, overrides, "validate")
+    csv_path, root = dataset_csv(config)
     run = RunFolder.create(config, "validate")
     source = str(config.source) if config.source else None
     run.log(f"omlcore validate: {config.source or config.name} -> {run.path}")
     seed_everything(config["seed"])
-    csv_path, root = dataset_csv(config)
     transform = build_component("transform", config["transforms_val"], "transforms_val", source=source)
     dataset = ImageQueryGalleryDataset(csv_path, root, transform, check_images=config["dataset.check_images"])
     model = load_extractor(config)

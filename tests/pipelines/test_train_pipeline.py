@@ -84,4 +84,7 @@ def test_config_errors_stop_the_cli_before_any_run(tiny_config: Path, capsys: py
     assert "bad override" in capsys.readouterr().err
     assert main(["train", str(tiny_config), "resume=nowhere"]) == 2
     assert "resume: 'nowhere' is neither a run folder nor a checkpoint file" in capsys.readouterr().err
+    for command in ("train", "validate"):
+        assert main([command, str(tiny_config), "dataset.csv=missing.csv"]) == 2
+        assert "dataset.csv: no such file: 'missing.csv'" in capsys.readouterr().err
     assert run_folders(tiny_config) == []
