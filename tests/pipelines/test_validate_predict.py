@@ -21,7 +21,8 @@ from .conftest import VAL_LABELS, run_folders
 def test_cli_validate_prints_a_table_and_writes_json_and_grids(
     tiny_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["validate", str(tiny_config), "visualization.formats=[html, png]"]) == 0
+    formats = "[html, png]" if is_available("matplotlib") else "[html]"
+    assert main(["validate", str(tiny_config), f"visualization.formats={formats}"]) == 0
     out = capsys.readouterr().out
     assert "metric" in out and "OVERALL/cmc/1" in out and "OVERALL/map/2" in out
     [run] = run_folders(tiny_config)
@@ -32,6 +33,12 @@ def test_cli_validate_prints_a_table_and_writes_json_and_grids(
     assert "worst_OVERALL_cmc_1.html" in grids
     if is_available("matplotlib"):
         assert "worst_OVERALL_cmc_1.png" in grids
+
+
+@pytest.mark.skipif(is_available("matplotlib"), reason="the error for PNG grids where matplotlib is missing")
+def test_png_grids_without_matplotlib_name_the_extra(tiny_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tiny_config), "visualization.formats=[png]"]) == 2
+    assert 'pip install "omlcore[viz]"' in capsys.readouterr().err
 
 
 def test_validate_a_trained_checkpoint_reproduces_its_metrics(tiny_config: Path) -> None:
