@@ -231,7 +231,9 @@ class _RunningTopK:
             return
         query, gallery, values = (torch.cat(parts) for parts in zip(*pending, strict=True))
         k, device = self.k, values.device
-        touched, local = torch.unique(query, return_inverse=True)
+        present = torch.bincount(query, minlength=rows.stop - rows.start) > 0
+        touched = present.nonzero().flatten()
+        local = (torch.cumsum(present, 0) - 1)[query]  # query -> its position among the touched ones
         positions = touched + rows.start
         n = len(touched)
         all_query = torch.cat([torch.arange(n, device=device).repeat_interleave(k), local])
@@ -275,6 +277,39 @@ def _candidates(scores: Tensor, threshold: Tensor, transposed: bool) -> tuple[Te
     hit = (values <= threshold.index_select(0, owner)[:, None]).view(-1).nonzero().flatten()
     flat = flat.view(-1).index_select(0, hit)
     return flat // n_cols, flat % n_cols, values.view(-1).index_select(0, hit)
+
+
+class _Exclusions:
+    """The exclusion key pairs, and per pair of chunks only those whose key ranges overlap (others exclude nothing).
+
+    Item ids make this pay off: in a symmetric search only diagonal blocks can hold an item and itself.
+    """
+
+    def __init__(self, pairs: Exclude) -> None:
+        self.pairs = pairs
+        self._ranges: dict[tuple[int, int, int], tuple[int, int] | None] = {}
+
+    def _range(self, pair: int, side: int, chunk: slice) -> tuple[int, int] | None:
+        key = (pair, side, chunk.start)
+        if key not in self._ranges:
+            keys = self.pairs[pair][side][chunk]
+            keys = keys[keys >= 0]
+            self._ranges[key] = (int(keys.min()), int(keys.max())) if len(keys) else None
+        return self._ranges[key]
+
+    def between(self, queries: slice, gallery: slice) -> Exclude:
+        """The pairs that may exclude a (query in ``queries``, gallery item in ``gallery``) pair."""
+        active = []
+        for index, pair in enumerate(self.pairs):
+            query_range, gallery_range = self._range(index, 0, queries), self._range(index, 1, gallery)
+            if (
+                query_range
+                and gallery_range
+                and query_range[0] <= gallery_range[1]
+                and gallery_range[0] <= query_range[1]
+            ):
+                active.append(pair)
+        return active
 
 
 def _excluded(query: Tensor, gallery: Tensor, exclude: Exclude) -> Tensor:
@@ -369,10 +404,13 @@ class ExactKNN:
                 queries, gallery, self.metric, symmetric=symmetric, chunk_size=self.chunk_size, cpu_gemm=self.cpu_gemm
             )
             chunks: dict[int, slice] = {}
+            exclusions = _Exclusions(pairs)
             for block in blocks:
-                _absorb(topk, block.scores, block.rows, block.cols, False, pairs)
+                _absorb(topk, block.scores, block.rows, block.cols, False, exclusions.between(block.rows, block.cols))
                 if block.mirrored:
-                    _absorb(topk, block.scores, block.cols, block.rows, True, pairs)
+                    _absorb(
+                        topk, block.scores, block.cols, block.rows, True, exclusions.between(block.cols, block.rows)
+                    )
                 chunks[block.rows.start] = block.rows
                 chunks[block.cols.start] = block.cols
             topk.flush(list(chunks.values()))

@@ -51,7 +51,11 @@ def as_embeddings(name: str, value: Any) -> Tensor:
 
 def check_finite(name: str, embeddings: Tensor, row_names: Tensor | None = None) -> None:
     """Raise when ``embeddings`` has NaN or Inf values, naming the first bad rows (``row_names[row]`` if given)."""
-    bad = ~torch.isfinite(embeddings).all(dim=1)
+    suspects = (~torch.isfinite(embeddings.sum(dim=1))).nonzero().flatten()  # NaN / Inf propagate into the sum
+    if len(suspects) == 0:
+        return
+    bad = torch.zeros(len(embeddings), dtype=torch.bool, device=embeddings.device)
+    bad[suspects] = ~torch.isfinite(embeddings[suspects]).all(dim=1)  # a sum may also overflow: check exactly
     if bool(bad.any()):
         rows = bad.nonzero().flatten().cpu()
         what = "rows" if row_names is None else "items with index"
