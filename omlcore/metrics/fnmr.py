@@ -24,7 +24,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from omlcore.retrieval.knn import CpuGemm, DistanceMetric, Exclude, is_symmetric, iter_score_blocks, scores_to_distances
+from omlcore.retrieval.knn import (
+    CpuGemm,
+    DistanceMetric,
+    Exclude,
+    Exclusions,
+    is_symmetric,
+    iter_score_blocks,
+    scores_to_distances,
+)
 
 __all__ = ["fnmr_at_fmr", "fnmr_at_fmr_from_distances"]
 
@@ -104,6 +112,7 @@ def fnmr_at_fmr(
     _check_fmr(fmr_vals)
     pairs = list(exclude or ())
     symmetric = is_symmetric(queries, gallery, pairs)
+    exclusions = Exclusions(pairs)
     histogram = torch.zeros(_N_BUCKETS, dtype=torch.long, device=queries.device)
     positives: list[Tensor] = []
 
@@ -113,7 +122,8 @@ def fnmr_at_fmr(
             queries, gallery, metric, symmetric=symmetric, chunk_size=chunk_size, cpu_gemm=cpu_gemm
         ):
             bits = scores_to_distances(block.scores, metric).view(torch.int32).clamp_min_(0)  # -0.0 -> 0.0
-            positive, negative = _pair_masks(block.rows, block.cols, query_labels, gallery_labels, pairs)
+            active = exclusions.between(block.rows, block.cols)  # symmetric searches have symmetric pairs
+            positive, negative = _pair_masks(block.rows, block.cols, query_labels, gallery_labels, active)
             yield bits, positive, negative, 2 if block.mirrored else 1
 
     for bits, positive, negative, weight in bit_blocks():

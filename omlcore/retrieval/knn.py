@@ -32,6 +32,7 @@ __all__ = [
     "DistanceMetric",
     "ExactKNN",
     "Exclude",
+    "Exclusions",
     "ScoreBlock",
     "default_chunk_size",
     "is_symmetric",
@@ -279,7 +280,7 @@ def _candidates(scores: Tensor, threshold: Tensor, transposed: bool) -> tuple[Te
     return flat // n_cols, flat % n_cols, values.view(-1).index_select(0, hit)
 
 
-class _Exclusions:
+class Exclusions:
     """The exclusion key pairs, and per pair of chunks only those whose key ranges overlap (others exclude nothing).
 
     Item ids make this pay off: in a symmetric search only diagonal blocks can hold an item and itself.
@@ -404,7 +405,7 @@ class ExactKNN:
                 queries, gallery, self.metric, symmetric=symmetric, chunk_size=self.chunk_size, cpu_gemm=self.cpu_gemm
             )
             chunks: dict[int, slice] = {}
-            exclusions = _Exclusions(pairs)
+            exclusions = Exclusions(pairs)
             for block in blocks:
                 _absorb(topk, block.scores, block.rows, block.cols, False, exclusions.between(block.rows, block.cols))
                 if block.mirrored:
