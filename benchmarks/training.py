@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
             for name, cell in row.cells.items():
                 cell.peak_mb = peak_memory_mb(case, name, size, args.quick)
     print(f"Machine: {machine()}; {load}.\n")
-    print("Cells: median time / peak memory of one call (rise of the process's RSS high-water mark).\n")
+    print("Cells: median time / peak memory of one cold call (RSS high-water mark rise, or tracemalloc peak).\n")
     print(table(rows))
 
 
