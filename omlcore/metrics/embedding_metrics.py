@@ -106,7 +106,8 @@ class EmbeddingMetrics:
         return_only_overall_category: leave the per-category entries out of :meth:`compute`'s result.
 
     Batches (:meth:`update`) carry ``embeddings`` ``(B, D)``, ``labels``, ``is_query``, ``is_gallery`` and
-    optionally ``idx`` (dataset indices: needed for exact DDP merging), ``categories`` (strings) and
+    optionally ``idx`` (dataset indices: merged states are put back in dataset order and repeated items dropped;
+    without them items keep their arrival / rank order and nothing is deduplicated), ``categories`` (strings) and
     ``sequences`` (int ids, ``-1`` for none). After :meth:`compute`: :attr:`metrics`, :attr:`metrics_unreduced`
     (per-query tensors), :attr:`retrieval_results`, :attr:`summary`.
     """
@@ -168,7 +169,6 @@ class EmbeddingMetrics:
         """Forget every batch and merged state (results of the last :meth:`compute` are kept)."""
         self._parts: dict[str, list[Tensor]] = {name: [] for name in _STATE}
         self._dim: int | None = None
-        self._seen = 0
         self._has_index: bool | None = None
 
     def update(self, batch: Mapping[str, Any]) -> None:
@@ -193,8 +193,10 @@ class EmbeddingMetrics:
             )
         if has_index:
             index = as_int_keys(f"batch['{INDEX}']", batch[INDEX], n, device)
-        else:
-            index = torch.arange(self._seen, self._seen + n, device=device)
+            if bool((index < 0).any()):
+                raise RetrievalInputError(f"batch['{INDEX}'] holds negative dataset indices; they must be >= 0")
+        else:  # unknown: the items keep the order they arrive (and are merged) in
+            index = torch.full((n,), -1, dtype=torch.long, device=device)
         check_finite(f"batch['{EMBEDDINGS}']", embeddings, index if has_index else None)
         parts = {
             "embeddings": embeddings,
@@ -211,7 +213,7 @@ class EmbeddingMetrics:
         parts["categories"], parts["category_names"] = self._categories(batch.get(CATEGORIES), n, device)
         for name, value in parts.items():
             self._parts[name].append(value)
-        self._dim, self._seen, self._has_index = embeddings.shape[1], self._seen + n, has_index
+        self._dim, self._has_index = embeddings.shape[1], has_index
 
     @staticmethod
     def _categories(value: Any, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -265,6 +267,14 @@ class EmbeddingMetrics:
             raise RetrievalInputError("EmbeddingMetrics has no data: call update() with batches before compute()")
         device = state["embeddings"].device
         index = state["index"].to(device)
+        known = index >= 0
+        if not bool(known.all()):
+            if bool(known.any()):
+                raise RetrievalInputError(
+                    f"some merged states carry dataset indices ('{INDEX}') and some do not; pass them everywhere"
+                )
+            self.summary = {"n_duplicates_dropped": 0}  # without indices: arrival / rank order, nothing dropped
+            return {**state, "index": torch.arange(len(index), device=device)}
         order = torch.sort(index, stable=True).indices
         sorted_index = index[order]
         first = torch.ones(len(order), dtype=torch.bool, device=device)

@@ -156,6 +156,27 @@ def test_merged_shards_equal_one_process_exactly(seed: int) -> None:
     assert quiet_compute(fresh)["OVERALL/map/5"] == expected["OVERALL/map/5"]
 
 
+def test_without_idx_merged_states_keep_rank_order() -> None:
+    data = {key: value for key, value in dataset(10).items() if key != "idx"}
+    single, ranks = EmbeddingMetrics(**KW), [EmbeddingMetrics(**KW), EmbeddingMetrics(**KW)]
+    for batch in batches(data, torch.arange(160), 40):
+        single.update(batch)
+    for rank, rows in zip(ranks, (torch.arange(70), torch.arange(70, 160)), strict=True):
+        for batch in batches(data, rows, 33):
+            rank.update(batch)
+    merged = EmbeddingMetrics(**KW)
+    merged.merge_state([rank.get_state() for rank in ranks])  # local positions overlap: nothing may be dropped
+    assert same(quiet_compute(merged), quiet_compute(single))
+    assert merged.summary["n_items"] == 160 and merged.summary["n_duplicates_dropped"] == 0
+    with_index = EmbeddingMetrics(**KW)
+    with_index.update(batches(dataset(10), torch.arange(10), 10)[0])
+    with_index.merge_state([ranks[0].get_state()])
+    with pytest.raises(RetrievalInputError, match="some merged states carry dataset indices"):
+        with_index.compute()
+    with pytest.raises(RetrievalInputError, match="negative dataset indices"):
+        EmbeddingMetrics().update({**dataset(10), "idx": torch.arange(-1, 159)})
+
+
 def test_compute_does_not_change_the_state_and_reset_clears_it() -> None:
     metrics = EmbeddingMetrics(pcf_variance=())
     metrics.update(dataset(4, with_lone=False))
