@@ -16,14 +16,16 @@ batches of 64 = 16 labels x 4, 256 = 32 x 8, 1024 = 128 x 8 items):
   (10 items each), ``n_labels=64``, ``n_instances=4``.
 
 Every cell is the median of ``--repeats`` timed runs after one untimed warm-up; the implementations run in
-turns, so that load from other processes hits all of them alike. Before timing, the outputs are compared: mined
-sets must be identical (as sets for OML, whose order is random; as tensors for PML), losses and gradients equal
-(``rtol 1e-4``), capped subsets valid triplets. Peak memory is measured in a fresh process per cell: how far the
-resident set's high-water mark rises during one cold call, or the ``tracemalloc`` peak if larger (Linux;
-``--no-memory`` skips it). Ratio = time of the faster peer / time of omlcore.
+turns, in an order rotated every run (each one follows each other one equally often), so that load from other
+processes and caches left cold by the previous call hit all of them alike. Before timing, the outputs are
+compared: mined sets must be identical (as sets for OML, whose order is random; as tensors for PML), losses and
+gradients equal (``rtol 1e-4``), capped subsets valid triplets. Peak memory is measured in a fresh process per
+cell: how far the resident set's high-water mark rises during one cold call, or the ``tracemalloc`` peak if larger
+(Linux; ``--no-memory`` skips it). Ratio = time of the faster peer / time of omlcore.
 
     python benchmarks/training.py                 # the full table (a few minutes)
     python benchmarks/training.py --quick         # batch 64 and 256 only, small sampler
+    python benchmarks/training.py --cases "batch hard" --no-memory   # one case
 """
 
 from __future__ import annotations
@@ -226,8 +228,10 @@ def time_row(case: str, size: int, quick: bool, repeats: int) -> dict[str, Cell]
     for call in implementations.values():
         call()  # warm-up
     budget = time.perf_counter() + 120.0
+    names = list(implementations)
     for i in range(repeats):
-        for name, call in implementations.items():
+        for name in names[i % len(names) :] + names[: i % len(names)]:  # rotated: each runs after each other
+            call = implementations[name]
             start = time.perf_counter()
             call()
             times[name].append(time.perf_counter() - start)
@@ -337,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="batch 64 and 256 only, a 100k-item sampler")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (median)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--cases", nargs="+", metavar="CASE", help="only these cases (names as in the table)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -352,6 +357,11 @@ def main(argv: list[str] | None = None) -> None:
         "triplet + batch hard, fwd+bwd",
     ]
     plan = [(case, size) for case in cases for size in sizes] + [("BalanceSampler epoch", 0)]
+    if args.cases:
+        unknown = set(args.cases) - {case for case, _ in plan}
+        if unknown:
+            parser.error(f"unknown case(s) {sorted(unknown)}; choose from {[*cases, 'BalanceSampler epoch']}")
+        plan = [(case, size) for case, size in plan if case in args.cases]
     load_start = os.getloadavg()[0]
     rows = []
     for case, size in plan:

@@ -6,12 +6,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from omlcore.functional.linear import fused_linear
 from omlcore.protocols import Miner, Triplets
 
-__all__ = ["ExtendedTriplets", "TripletMiner", "build_miner", "pair_masks", "row_shifted_squared_distances"]
+__all__ = [
+    "ExtendedTriplets",
+    "TripletMiner",
+    "build_miner",
+    "pair_masks",
+    "row_shifted_similarities",
+    "same_label_groups",
+]
 
 
 class ExtendedTriplets(Triplets):
@@ -84,6 +93,17 @@ def check_inputs(
     return labels, ref_labels
 
 
+def check_ignore_mask(owner: str, ignore_anchor_mask: Any, labels: Tensor) -> Tensor:
+    """``ignore_anchor_mask`` as a bool tensor ``(B,)`` on the labels' device, or a clear error."""
+    ignore = torch.as_tensor(ignore_anchor_mask, device=labels.device)
+    if ignore.dtype != torch.bool or ignore.shape != labels.shape:
+        raise ValueError(
+            f"{owner}: ignore_anchor_mask must be a bool tensor {tuple(labels.shape)}, "
+            f"got {ignore.dtype} {tuple(ignore.shape)}"
+        )
+    return ignore
+
+
 def pair_masks(
     labels: Tensor,
     ref_labels: Tensor | None = None,
@@ -121,25 +141,37 @@ def pair_masks(
         positive &= ~same_sequence
         negative &= ~same_sequence
     if ignore_anchor_mask is not None:
-        ignore = torch.as_tensor(ignore_anchor_mask, device=labels.device)
-        if ignore.dtype != torch.bool or ignore.shape != labels.shape:
-            raise ValueError(
-                f"pair_masks: ignore_anchor_mask must be a bool tensor {tuple(labels.shape)}, "
-                f"got {ignore.dtype} {tuple(ignore.shape)}"
-            )
+        ignore = check_ignore_mask("pair_masks", ignore_anchor_mask, labels)
         positive[ignore] = False
         negative[ignore] = False
     return positive, negative
 
 
-def row_shifted_squared_distances(embeddings: Tensor, ref_emb: Tensor | None = None) -> Tensor:
-    """``s[i, j] = ||r_j||^2 - 2 <x_i, r_j>`` = ``||x_i - r_j||^2 - ||x_i||^2``: one ``addmm``, no ``(B, R)`` extras.
+def row_shifted_similarities(embeddings: Tensor, ref_emb: Tensor | None = None) -> Tensor:
+    """``t[i, j] = <x_i, r_j> - ||r_j||^2 / 2`` = ``(||x_i||^2 - ||x_i - r_j||^2) / 2``: one fused GEMM, no extras.
 
-    Squared distances shifted by a constant per row, so every row ranks its candidates exactly as by distance:
-    what mining needs (``argmax`` / ``argmin`` / ``topk`` per anchor), at the cost of the matrix product alone.
+    Minus half the squared distance, shifted by a constant per row: every row ranks its candidates exactly as by
+    distance, closest = largest. What mining needs (``argmax`` / ``argmin`` / ``topk`` per anchor), at the cost
+    of the matrix product alone (:func:`omlcore.functional.linear.fused_linear`).
     """
     ref = embeddings if ref_emb is None else ref_emb
-    return torch.addmm(ref.pow(2).sum(1).unsqueeze(0), embeddings, ref.t(), alpha=-2.0)
+    return fused_linear(embeddings, ref, torch.linalg.vecdot(ref, ref).mul_(-0.5))
+
+
+def same_label_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every item's label group as a ``(B, K)`` index table, and the group sizes ``(B,)``; ``K`` = largest group.
+
+    Row ``i`` lists the items with label ``labels[i]`` (``i`` included) in increasing order, padded to ``K``
+    columns by repeating the last one: every cell is a member of the group, and each member first appears in
+    index order. It enumerates the positives in ``O(B K)`` instead of a ``(B, B)`` mask, and writing ``-inf``
+    through it removes them from a score row in place. One stable sort and two binary searches.
+    """
+    order = labels.argsort(kind="stable")
+    sorted_labels = labels[order]
+    first = sorted_labels.searchsorted(labels)
+    end = sorted_labels.searchsorted(labels, side="right")
+    sizes = end - first
+    return order[np.minimum(first[:, None] + np.arange(sizes.max()), end[:, None] - 1)], sizes
 
 
 class TripletMiner(ABC):
@@ -153,7 +185,7 @@ class TripletMiner(ABC):
     one item per label) gives empty :class:`~omlcore.protocols.Triplets` on the embeddings' device.
 
     Subclasses implement :meth:`mine`, which :class:`~omlcore.miners.CrossBatchMemoryMiner` also calls with its
-    own masks.
+    own masks, and may implement :meth:`mine_by_label_groups`, a faster CPU path without ``(B, B)`` masks.
     """
 
     def __call__(
@@ -171,6 +203,19 @@ class TripletMiner(ABC):
         same_set = ref_emb is None or ref_emb is embeddings
         if len(labels) == 0 or (ref_labels is not None and len(ref_labels) == 0):
             return Triplets.empty(embeddings.device)
+        if (
+            ref_emb is None
+            and sequences is None
+            and embeddings.is_cpu
+            and embeddings.dtype in (torch.float32, torch.float64)
+            and type(self).mine_by_label_groups is not TripletMiner.mine_by_label_groups
+        ):
+            ignore = (
+                None
+                if ignore_anchor_mask is None
+                else check_ignore_mask(type(self).__name__, ignore_anchor_mask, labels)
+            )
+            return self.mine_by_label_groups(embeddings.detach(), labels.numpy(), ignore)
         with torch.no_grad():
             positive, negative = pair_masks(
                 labels,
@@ -189,6 +234,14 @@ class TripletMiner(ABC):
 
         Called under ``torch.no_grad()`` with detached embeddings.
         """
+
+    def mine_by_label_groups(self, embeddings: Tensor, labels: np.ndarray, ignore: Tensor | None) -> Triplets:
+        """The same triplets as :meth:`mine`, from the labels themselves (:func:`same_label_groups`).
+
+        Used instead of the masks for CPU float32 / float64 batches without a reference set or sequences;
+        ``ignore`` is the checked ``ignore_anchor_mask``. Optional: miners that do not implement it use the masks.
+        """
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from omlcore.miners.base import TripletMiner, row_shifted_squared_distances
+from omlcore.miners.base import TripletMiner, row_shifted_similarities
 from omlcore.protocols import Triplets
 
 __all__ = ["NHardTripletsMiner"]
@@ -53,13 +53,13 @@ class NHardTripletsMiner(TripletMiner):
         self.negative_slice = _as_slice("n_negative", n_negative)
 
     def mine(self, embeddings: Tensor, ref_emb: Tensor | None, positive: Tensor, negative: Tensor) -> Triplets:
-        scores = row_shifted_squared_distances(embeddings, ref_emb)
+        scores = row_shifted_similarities(embeddings, ref_emb)  # closest = largest
         n_ref = scores.shape[1]
         pos_slice, neg_slice = self.positive_slice, self.negative_slice
-        pos_d, pos = torch.where(positive, scores, float("-inf")).topk(min(pos_slice.stop, n_ref), dim=1)
-        neg_d, neg = torch.where(negative, scores, float("inf")).topk(min(neg_slice.stop, n_ref), dim=1, largest=False)
-        pos, pos_ok = pos[:, pos_slice], pos_d[:, pos_slice] > float("-inf")
-        neg, neg_ok = neg[:, neg_slice], neg_d[:, neg_slice] < float("inf")
+        pos_s, pos = torch.where(positive, scores, float("inf")).topk(min(pos_slice.stop, n_ref), 1, largest=False)
+        neg_s, neg = torch.where(negative, scores, float("-inf")).topk(min(neg_slice.stop, n_ref), dim=1)
+        pos, pos_ok = pos[:, pos_slice], pos_s[:, pos_slice] < float("inf")
+        neg, neg_ok = neg[:, neg_slice], neg_s[:, neg_slice] > float("-inf")
         anchor, i, j = (pos_ok.unsqueeze(2) & neg_ok.unsqueeze(1)).nonzero(as_tuple=True)
         return Triplets(anchor, pos[anchor, i], neg[anchor, j])
 

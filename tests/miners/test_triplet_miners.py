@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
 from omlcore.miners import AllTripletsMiner, HardTripletsMiner, NHardTripletsMiner, TripletMiner
 from omlcore.miners.all_triplets import sample_distinct
+from omlcore.miners.base import pair_masks, same_label_groups
 from omlcore.protocols import Miner, Triplets
 
 
@@ -141,6 +143,70 @@ def test_hard_triplets_equal_naive_argmax_argmin() -> None:
             if pos and neg:
                 expected.append((a, pos[0], neg[0]))
         assert got == expected
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        [5, -3, 5, 10**12, -3, 5, 7, 10**12, 7, 7],
+        [4, 4, 4],
+        [1, 2, 3],
+        [9],
+        list(range(20)) * 3 + [99],
+    ],
+)
+def test_same_label_groups_lists_every_group(labels: list[int]) -> None:
+    array = np.array(labels)
+    table, sizes = same_label_groups(array)
+    assert table.shape == (len(labels), max(labels.count(v) for v in labels))
+    for i, label in enumerate(labels):
+        members = [j for j, other in enumerate(labels) if other == label]
+        row = table[i].tolist()
+        assert sizes[i] == len(members)
+        assert row[: len(members)] == members and set(row[len(members) :]) <= {members[-1]}
+
+
+def mask_path(x: torch.Tensor, labels: torch.Tensor, ignore: torch.Tensor | None = None) -> Triplets:
+    """The device path of HardTripletsMiner: (B, B) pair masks, then the row reductions."""
+    positive, negative = pair_masks(labels, ignore_anchor_mask=ignore)
+    return HardTripletsMiner().mine(x, None, positive, negative)
+
+
+@pytest.mark.parametrize("sizes", [(8,) * 32, (1, 2, 5, 1, 3), (4,), (1,) * 6, (2, 1, 1, 1), tuple(range(1, 17))])
+@pytest.mark.parametrize("with_ignore", [False, True])
+def test_batch_hard_cpu_path_equals_the_mask_path(sizes: tuple[int, ...], with_ignore: bool) -> None:
+    generator = torch.Generator().manual_seed(len(sizes))
+    labels = torch.cat([torch.full((n,), 1000 - 7 * i) for i, n in enumerate(sizes)])
+    labels = labels[torch.randperm(len(labels), generator=generator)]
+    x = torch.nn.functional.normalize(torch.randn(len(labels), 48, generator=generator), dim=1)
+    ignore = torch.rand(len(labels), generator=generator) < 0.3 if with_ignore else None
+    got = HardTripletsMiner()(x, labels, ignore_anchor_mask=ignore)
+    expected = mask_path(x, labels, ignore)
+    assert all(torch.equal(u, v) for u, v in zip(got, expected, strict=True))
+    assert got.anchor.dtype == torch.long and got.num == expected.num
+    for a, p, n in as_list(got):  # and the definition, by brute force
+        pos, neg = naive_ranked(x, x, labels, a)
+        assert (p, n) == (pos[0], neg[0])
+
+
+def test_batch_hard_ties_go_to_the_lowest_index() -> None:
+    # small integers: every distance is exact, so the ties are exact whatever the GEMM's summation order
+    x = torch.tensor([[0.0, 0], [3, 0], [0, 3], [5, 5], [1, 1], [1, 1], [-1, -1]])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2])
+    expected = [(0, 1, 4), (1, 2, 4), (2, 1, 4), (3, 4, 1), (4, 3, 0), (5, 3, 0), (6, 6, 0)]
+    for triplets in (HardTripletsMiner()(x, labels), mask_path(x, labels)):
+        assert as_list(triplets) == [t for t in expected if t[0] != 6]  # anchor 6 has no positive
+
+
+def test_batch_hard_other_dtypes_and_gradients() -> None:
+    x, labels = batch(5, (2, 3, 4))
+    expected = as_list(HardTripletsMiner()(x, labels))  # float64 on the CPU path
+    assert as_list(mask_path(x, labels)) == expected
+    half = HardTripletsMiner()(x.bfloat16(), labels)  # bfloat16: the mask path
+    assert half.num == len(expected)
+    y = x.float().requires_grad_(True)
+    assert as_list(HardTripletsMiner()(y * 1.0, labels)) == expected
+    assert y.grad is None
 
 
 @pytest.mark.parametrize("n_positive,n_negative", [(1, 1), (2, 3), ((2, 3), (1, 4)), ([2, 2], 10)])
