@@ -16,8 +16,9 @@ batches of 64 = 16 labels x 4, 256 = 32 x 8, 1024 = 128 x 8 items):
   (10 items each), ``n_labels=64``, ``n_instances=4``.
 
 Every cell is the median of ``--repeats`` timed runs after one untimed warm-up; the implementations run in
-turns, in an order rotated every run (each one follows each other one equally often), so that load from other
-processes and caches left cold by the previous call hit all of them alike. Before timing, the outputs are
+turns, in a freshly shuffled order every run (seeded), so that load from other processes and caches left cold
+by the previous call hit all of them alike; ``--steady`` times each call right after two untimed calls of the
+same implementation instead (caches warm with its own code and data). Before timing, the outputs are
 compared: mined sets must be identical (as sets for OML, whose order is random; as tensors for PML), losses and
 gradients equal (``rtol 1e-4``), capped subsets valid triplets. Peak memory is measured in a fresh process per
 cell: how far the resident set's high-water mark rises during one cold call, or the ``tracemalloc`` peak if larger
@@ -26,6 +27,7 @@ cell: how far the resident set's high-water mark rises during one cold call, or 
     python benchmarks/training.py                 # the full table (a few minutes)
     python benchmarks/training.py --quick         # batch 64 and 256 only, small sampler
     python benchmarks/training.py --cases "batch hard" --no-memory   # one case
+    python benchmarks/training.py --steady        # warm: each call right after two of its own
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -222,16 +225,22 @@ def check(case: str, size: int) -> str:
 # ---------------------------------------------------------------- timing and memory
 
 
-def time_row(case: str, size: int, quick: bool, repeats: int) -> dict[str, Cell]:
+def time_row(case: str, size: int, quick: bool, repeats: int, steady: bool = False) -> dict[str, Cell]:
+    """Median seconds per implementation; ``steady``: each timed call right after two untimed ones of its own."""
     implementations = calls(case, size, quick)
     times: dict[str, list[float]] = {name: [] for name in implementations}
     for call in implementations.values():
         call()  # warm-up
     budget = time.perf_counter() + 120.0
     names = list(implementations)
+    order = random.Random(0)
     for i in range(repeats):
-        for name in names[i % len(names) :] + names[: i % len(names)]:  # rotated: each runs after each other
+        order.shuffle(names)
+        for name in names:
             call = implementations[name]
+            if steady:
+                call()
+                call()
             start = time.perf_counter()
             call()
             times[name].append(time.perf_counter() - start)
@@ -341,6 +350,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="batch 64 and 256 only, a 100k-item sampler")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (median)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument(
+        "--steady", action="store_true", help="time each call right after two of its own (warm caches), not cold"
+    )
     parser.add_argument("--cases", nargs="+", metavar="CASE", help="only these cases (names as in the table)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -367,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     for case, size in plan:
         label = f"{(QUICK_SAMPLER if args.quick else SAMPLER)['items']:,} items" if not size else str(size)
         row = Row(case, label, check=check(case, size))
-        row.cells = time_row(case, size, args.quick, args.repeats)
+        row.cells = time_row(case, size, args.quick, args.repeats, args.steady)
         rows.append(row)
         print(
             f"{case} / {label}: " + ", ".join(f"{n} {fmt_time(c.seconds)}" for n, c in row.cells.items()),

@@ -40,5 +40,5 @@ def fused_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     ):
         onednn = _onednn_linear()
         if onednn is not None:
-            return onednn(x.contiguous(), weight.contiguous(), bias, "none", [], "")
+            return onednn(x.contiguous(), weight.contiguous(), bias.contiguous(), "none", [], "")
     return torch.addmm(bias, x, weight.t())

@@ -169,9 +169,9 @@ def same_label_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = labels.argsort(kind="stable")
     sorted_labels = labels[order]
     first = sorted_labels.searchsorted(labels)
-    end = sorted_labels.searchsorted(labels, side="right")
-    sizes = end - first
-    return order[np.minimum(first[:, None] + np.arange(sizes.max()), end[:, None] - 1)], sizes
+    last = sorted_labels.searchsorted(labels, side="right") - 1
+    window = first[:, None] + np.arange((last - first).max() + 1)
+    return order[np.minimum(window, last[:, None], out=window)], last - first + 1
 
 
 class TripletMiner(ABC):

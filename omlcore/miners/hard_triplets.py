@@ -43,7 +43,7 @@ class HardTripletsMiner(TripletMiner):
         flat = scores.reshape(-1)  # a view: row i, column j at i * B + j
         flat[:: size + 1] = np.inf  # the anchor is never its own farthest positive
         rows = np.arange(size)
-        cells = group + (rows * size)[:, None]  # the group table's cells in the flat scores
+        cells = group + np.arange(0, size * size, size)[:, None]  # the group table's cells in the flat scores
         pos = group[rows, flat[cells].argmin(1)]
         flat[cells] = -np.inf  # no positive can be the closest negative
         neg = scores.argmax(1)

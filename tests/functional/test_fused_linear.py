@@ -31,9 +31,16 @@ def test_equals_addmm_without_gradients(dtype: torch.dtype) -> None:
 
 def test_non_contiguous_inputs() -> None:
     x, w, b = operands()
-    x_t = x.t().contiguous().t()  # same values, column-major
-    with torch.no_grad():
-        torch.testing.assert_close(fused_linear(x_t, w[::1], b), torch.addmm(b, x, w.t()), rtol=1e-5, atol=1e-5)
+    big_x, big_w, big_b = (torch.cat([t, t], dim=-1) for t in (x, w, b))
+    cases = [
+        (x.t().contiguous().t(), w.t().contiguous().t(), b),  # column-major
+        (big_x[:, ::2], big_w[:, ::2], big_b[::2]),  # strided columns: oneDNN itself rejects these
+        (torch.cat([x, x])[::2], torch.cat([w, w])[::2], b),  # strided rows
+    ]
+    for x_view, w_view, b_view in cases:
+        with torch.no_grad():
+            out = fused_linear(x_view, w_view, b_view)
+        torch.testing.assert_close(out, torch.addmm(b_view, x_view, w_view.t()), rtol=1e-5, atol=1e-5)
 
 
 def test_gradients_flow_where_they_are_recorded() -> None:
