@@ -29,10 +29,31 @@ def clean_plugin_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_plugin_manager()
 
 
+HIDE_MODULES = """
+import importlib.abc as _abc, sys as _sys
+
+class _Hide(_abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {hidden!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+_sys.meta_path.insert(0, _Hide())
+"""
+
+
 def run_python(
-    code: str, env: dict[str, str] | None = None, pythonpath: list[Path] | None = None
+    code: str,
+    env: dict[str, str] | None = None,
+    pythonpath: list[Path] | None = None,
+    hidden: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter of this environment (no OMLCORE_* switches unless given)."""
+    """Run ``code`` in a fresh interpreter of this environment (no OMLCORE_* switches unless given).
+
+    ``hidden``: top-level modules that cannot be imported there, as if they were not installed.
+    """
+    if hidden:
+        code = HIDE_MODULES.format(hidden=set(hidden)) + code
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OMLCORE_")}
     if pythonpath:
         full_env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), full_env.get("PYTHONPATH", "")])
@@ -47,10 +68,11 @@ def python_runner() -> Callable[..., subprocess.CompletedProcess[str]]:
 
 @pytest.fixture
 def python_json() -> Callable[[str], Any]:
-    """Run (dedented) ``code`` in a fresh interpreter; it must succeed and print JSON as its last line."""
+    """Run (dedented) ``code`` in a fresh interpreter (``hidden`` as in :func:`run_python`); it must succeed and
+    print JSON as its last line."""
 
-    def run(code: str) -> Any:
-        result = run_python(textwrap.dedent(code))
+    def run(code: str, hidden: tuple[str, ...] = ()) -> Any:
+        result = run_python(textwrap.dedent(code), hidden=hidden)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout.strip().splitlines()[-1])
 

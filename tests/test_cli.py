@@ -12,21 +12,6 @@ import pytest
 from omlcore import __version__
 from omlcore.cli import main
 
-HIDE_FRAMEWORKS = """
-import importlib.abc, sys
-HIDDEN = {hidden!r}
-
-class Hide(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in HIDDEN:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-        return None
-
-sys.meta_path.insert(0, Hide())
-from omlcore.cli import main
-sys.exit(main({argv!r}))
-"""
-
 
 def omlcore_cli(python_runner, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     code = f"import sys; from omlcore.cli import main; sys.exit(main({list(args)!r}))"
@@ -105,7 +90,7 @@ def test_broken_plugin_does_not_take_the_cli_down(python_runner, broken_plugin_s
 
 @pytest.mark.parametrize(("plugin", "hidden"), [("lightning", "lightning"), ("pml", "pytorch_metric_learning")])
 def test_adapter_without_its_framework_is_marked_unavailable(python_runner, plugin: str, hidden: str) -> None:  # type: ignore[no-untyped-def]
-    result = python_runner(HIDE_FRAMEWORKS.format(hidden=[hidden], argv=["plugins", "--json"]))
+    result = omlcore_cli(python_runner, "plugins", "--json", hidden=(hidden,))
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     info = next(p for p in payload["plugins"] if p["name"] == plugin)

@@ -69,3 +69,42 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("toy_images")
     make_toy_images(root)
     return root
+
+
+_PLUGIN_ENTRIES_SCRIPT = """
+import json, sys
+import {module} as plugin
+from omlcore.errors import MissingDependencyError
+from omlcore.plugins import registry_of
+
+registry = registry_of([({name!r}, plugin)])
+entries = {{}}
+for entry in registry.entries():
+    entries[entry.name] = {{"available": entry.available, "reason": entry.unavailable_reason}}
+frameworks = {{"lightning", "pytorch_lightning", "lightning_fabric", "pytorch_metric_learning"}}
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in frameworks)
+if {build!r}:
+    for entry in registry.entries():
+        try:
+            entry.build()
+            entries[entry.name]["error"] = None
+        except MissingDependencyError as exc:
+            entries[entry.name]["error"] = str(exc)
+{extra}
+print(json.dumps({{"entries": entries, "heavy": heavy, "extra": locals().get("extra")}}))
+"""
+
+
+@pytest.fixture
+def plugin_entries(python_json: Any) -> Any:
+    """An adapter plugin's registry listed in a fresh interpreter: ``{"entries", "heavy", "extra"}``.
+
+    ``entries``: name -> availability and reason (and, with ``build=True``, the error of building it); ``heavy``:
+    the framework modules imported by then; ``hidden``: top-level modules made unimportable first, as if not
+    installed; ``extra``: code run last, whose variable ``extra`` is returned.
+    """
+
+    def run(module: str, name: str, *, hidden: tuple[str, ...] = (), build: bool = False, extra: str = "") -> Any:
+        return python_json(_PLUGIN_ENTRIES_SCRIPT.format(module=module, name=name, build=build, extra=extra), hidden)
+
+    return run

@@ -200,60 +200,24 @@ def test_miner_signature_is_checked() -> None:
         registry.build("miner", "pml.TripletMarginMiner", marginn=0.2)
 
 
-def test_registering_and_listing_imports_no_framework(python_json: Callable[[str], Any]) -> None:
-    result = python_json(
-        """
-        import json, sys
-        import omlcore_pml.plugin as plugin
-        from omlcore.plugins import registry_of
-
-        registry = registry_of([("pml", plugin)])
-        listing = [(e.kind, e.name, e.summary, e.available, e.unavailable_reason) for e in registry.entries()]
-        frameworks = {"lightning", "pytorch_lightning", "lightning_fabric", "pytorch_metric_learning"}
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in frameworks)
-        print(json.dumps({"entries": len(listing), "heavy": heavy}))
-        """
-    )
-    assert result == {"entries": len(PML_LOSSES) + len(PML_MINERS) + 1, "heavy": []}
+def test_registering_and_listing_imports_no_framework(plugin_entries: Callable[..., Any]) -> None:
+    result = plugin_entries("omlcore_pml.plugin", "pml")
+    assert len(result["entries"]) == len(PML_LOSSES) + len(PML_MINERS) + 1 and result["heavy"] == []
 
 
-def test_without_pml_entries_are_unavailable_with_the_install_hint(python_json: Callable[[str], Any]) -> None:
-    result = python_json(
-        """
-        import importlib.abc, json, sys
-
-        class HidePML(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "pytorch_metric_learning" or name.startswith("pytorch_metric_learning."):
-                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-                return None
-
-        sys.meta_path.insert(0, HidePML())
-        import omlcore_pml.plugin as plugin
-        from omlcore.errors import MissingDependencyError
-        from omlcore.plugins import registry_of
-        from omlcore_pml.miners import miner_factory
-
-        registry = registry_of([("pml", plugin)])
-        out = {}
-        for entry in registry.entries():
-            try:
-                entry.build()
-                error = None
-            except MissingDependencyError as exc:
-                error = str(exc)
-            out[entry.name] = {"available": entry.available, "reason": entry.unavailable_reason, "error": error}
-        try:
-            miner_factory("BatchHardMiner")
-        except MissingDependencyError as exc:
-            out["direct"] = str(exc)
-        print(json.dumps(out))
-        """
-    )
-    direct = result.pop("direct")
-    assert HINT in direct and "miner 'pml.BatchHardMiner'" in direct
-    assert sorted(result) == sorted([f"pml.{name}" for name in PML_LOSSES + PML_MINERS] + ["pml.PMLLoss"])
-    for name, entry in result.items():
+def test_without_pml_entries_are_unavailable_with_the_install_hint(plugin_entries: Callable[..., Any]) -> None:
+    direct = """
+from omlcore_pml.miners import miner_factory
+try:
+    miner_factory("BatchHardMiner")
+except MissingDependencyError as exc:
+    extra = str(exc)
+"""
+    result = plugin_entries("omlcore_pml.plugin", "pml", hidden=("pytorch_metric_learning",), build=True, extra=direct)
+    assert HINT in result["extra"] and "miner 'pml.BatchHardMiner'" in result["extra"]
+    entries = result["entries"]
+    assert sorted(entries) == sorted([f"pml.{name}" for name in PML_LOSSES + PML_MINERS] + ["pml.PMLLoss"])
+    for name, entry in entries.items():
         assert entry["available"] is False, name
         assert entry["reason"] == f"needs pytorch_metric_learning, not installed: {HINT}"
         assert entry["error"] is not None and HINT in entry["error"] and f"'{name}'" in entry["error"]
