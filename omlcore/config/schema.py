@@ -66,6 +66,19 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("validate_untrained", (bool,), True, "train: validate (and print) the model before training too"),
     Option(
+        "metric_for_checkpointing",
+        (str, _NONE),
+        "OVERALL/cmc/1",
+        "train: keep the extractor of the epoch with the best value of this validation metric (`checkpoints/best.pt`)",
+    ),
+    Option(
+        "mode_for_checkpointing",
+        (str,),
+        "max",
+        "train: `max` if larger values of `metric_for_checkpointing` are better, `min` if smaller ones are",
+        choices=("max", "min"),
+    ),
+    Option(
         "dataset.builtin",
         (str, _NONE),
         None,

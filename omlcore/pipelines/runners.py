@@ -21,10 +21,12 @@ from tqdm.auto import tqdm
 
 from omlcore.protocols import Loss, MetricAccumulator
 
-__all__ = ["EXTRACTOR_CHECKPOINT", "FitJob", "Precision", "Runner", "TorchRunner", "resolve_device"]
+__all__ = ["BEST_CHECKPOINT", "EXTRACTOR_CHECKPOINT", "FitJob", "Precision", "Runner", "TorchRunner", "resolve_device"]
 
 #: The weights-only checkpoint of the trained extractor that every training run writes to ``checkpoints/``.
 EXTRACTOR_CHECKPOINT = "extractor.pt"
+#: The extractor's weights after the best epoch by ``metric_for_checkpointing`` (same format as ``extractor.pt``).
+BEST_CHECKPOINT = "best.pt"
 Precision = Literal["32", "16-mixed", "bf16-mixed"]
 
 

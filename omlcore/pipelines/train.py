@@ -2,8 +2,9 @@
 
 The run folder gets ``config.yaml`` (resolved), ``log.txt``, ``metrics.csv`` / ``metrics.json`` (one record per
 epoch, rewritten as each epoch ends), ``validation.json`` (the untrained and the trained model's metrics),
-``checkpoints/`` (the runner's resumable checkpoint and ``extractor.pt``, the trained weights) and ``retrieval/``
-(grids of the worst validation queries). ``resume: <run folder>`` continues an interrupted run in its folder.
+``checkpoints/`` (the runner's resumable checkpoint, ``extractor.pt``, the trained weights, and ``best.pt``, the
+weights after the best epoch by ``metric_for_checkpointing``) and ``retrieval/`` (grids of the worst validation
+queries). ``resume: <run folder>`` continues an interrupted run in its folder.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from omlcore.pipelines.common import (
     prepare,
     seed_everything,
 )
-from omlcore.pipelines.runners import EXTRACTOR_CHECKPOINT, FitJob, Runner
+from omlcore.pipelines.runners import BEST_CHECKPOINT, EXTRACTOR_CHECKPOINT, FitJob, Runner
 from omlcore.pipelines.visuals import save_visualisations
 
 __all__ = ["TrainResult", "train"]
@@ -116,10 +117,13 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
         assert val_set is not None and metric is not None
         return flat_scalars(runner.evaluate(model, val_set, metric, batch_size, num_workers))
 
+    best = _BestEpoch(config, run, model) if val_set is not None else None
     untrained: dict[str, float] = {}
     if val_set is not None and config["validate_untrained"] and checkpoint is None:
         untrained = evaluate()
         run.log(f"\nValidation of the untrained model:\n{format_table({'untrained': untrained})}\n")
+        if best is not None:
+            best.check(untrained)  # an unknown metric name stops the run before training
 
     previous = _previous_history(run.path) if folder_to_continue else []
     history: dict[int, dict[str, float]] = {int(record["epoch"]): record for record in previous}
@@ -132,6 +136,8 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
         run.write_records("metrics", [history[e] for e in sorted(history)])
         shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k in ("loss", "OVERALL/cmc/1"))
         run.log(f"epoch {epoch + 1}/{runner.epochs}: {shown}")
+        if best is not None:
+            best.update(record, [history[e] for e in sorted(history) if e < epoch])
 
     optimizer_config, scheduler_config = config["optimizer"], config["scheduler"]
     runner.fit(
@@ -173,6 +179,44 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
             run.log(f"\nworst queries: {', '.join(str(p.relative_to(run.path)) for p in written)}")
     run.log(f"\nrun folder: {run.path}")
     return TrainResult(run.path, [history[e] for e in sorted(history)], untrained, trained)
+
+
+class _BestEpoch:
+    """Saves the extractor to ``checkpoints/best.pt`` after each epoch that is the best so far by a metric."""
+
+    def __init__(self, config: Config, run: RunFolder, model: torch.nn.Module) -> None:
+        self.key: str | None = config["metric_for_checkpointing"]
+        self.larger_is_better = config["mode_for_checkpointing"] == "max"
+        self.source = str(config.source) if config.source else None
+        self.run = run
+        self.model = model
+
+    def check(self, metrics: Mapping[str, float]) -> None:
+        """A clear error if the validation does not report the metric (it names the ones it does report)."""
+        if self.key is not None and self.key not in metrics:
+            names = ", ".join(name for name in metrics if name not in ("epoch", "loss") and "/" in name)
+            raise ConfigError(
+                "metric_for_checkpointing",
+                f"the validation reports no metric '{self.key}'; it reports: {names}; or set it to null",
+                self.source,
+            )
+
+    def update(self, record: Mapping[str, float], earlier: Sequence[Mapping[str, float]]) -> None:
+        """Save the weights if ``record`` beats every ``earlier`` epoch (NaN never does)."""
+        if self.key is None:
+            return
+        self.check(record)
+        value = float(record[self.key])
+        previous = [float(r[self.key]) for r in earlier if self.key in r and r[self.key] == r[self.key]]
+        best_before = (max if self.larger_is_better else min)(previous, default=None)
+        if value != value or (
+            best_before is not None and (value <= best_before if self.larger_is_better else value >= best_before)
+        ):
+            return
+        self.run.checkpoints.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), self.run.checkpoints / BEST_CHECKPOINT)
+        epoch = int(record["epoch"]) + 1
+        self.run.log(f"best {self.key} so far ({value:.4f}, epoch {epoch}): {CHECKPOINTS}/{BEST_CHECKPOINT}")
 
 
 def _previous_history(folder: Path) -> list[dict[str, Any]]:

@@ -49,4 +49,5 @@ def test_documented_defaults_match_the_schema() -> None:
         elif isinstance(option.default, dict):
             assert f"name: {option.default['name']}" in shown, (option.key, shown)
         else:
-            assert shown.strip("`") == str(option.default).lower(), (option.key, shown)
+            expected = str(option.default).lower() if isinstance(option.default, bool) else str(option.default)
+            assert shown.strip("`") == expected, (option.key, shown)

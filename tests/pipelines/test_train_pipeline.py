@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from omlcore.cli import main
-from omlcore.pipelines import train
+from omlcore.pipelines import train, validate
 
 from .conftest import run_folders
 
@@ -24,7 +24,7 @@ def test_cli_train_with_the_torch_runner_writes_the_run_folder(
     assert run.name.startswith("train-tiny-")
     for name in ("config.yaml", "log.txt", "metrics.csv", "metrics.json", "validation.json"):
         assert (run / name).is_file(), name
-    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "extractor.pt"}
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "extractor.pt", "best.pt"}
     assert (run / "retrieval" / "worst_OVERALL_cmc_1.html").is_file()
     history = json.loads((run / "metrics.json").read_text())
     assert [record["epoch"] for record in history] == [0, 1]
@@ -51,7 +51,7 @@ def test_lightning_runner_and_a_pml_loss_by_name(tiny_config: Path) -> None:
     assert [record["epoch"] for record in result.history] == [0, 1]
     assert "OVERALL/cmc/1" in result.history[-1] and result.untrained == {}
     assert 0 <= result.trained["OVERALL/cmc/1"] <= 1
-    assert {p.name for p in (result.run_dir / "checkpoints").iterdir()} == {"last.ckpt", "extractor.pt"}
+    assert {p.name for p in (result.run_dir / "checkpoints").iterdir()} == {"last.ckpt", "extractor.pt", "best.pt"}
     assert (result.run_dir / "logs" / "metrics.csv").is_file()
 
 
@@ -73,6 +73,41 @@ def test_a_resumed_run_gets_the_metrics_of_an_uninterrupted_one(tiny_config: Pat
         assert mine.keys() == theirs.keys()
         assert mine == pytest.approx(theirs, rel=1e-5, abs=1e-6)
     assert resumed.trained == pytest.approx(whole.trained, abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_the_best_epoch_is_kept_and_validates_to_its_recorded_metric(tiny_config: Path, mode: str) -> None:
+    result = train(
+        tiny_config,
+        [
+            "runner.args={epochs: 4, progress: false}",
+            "metric_for_checkpointing=OVERALL/map/2",
+            f"mode_for_checkpointing={mode}",
+        ],
+    )
+    values = [record["OVERALL/map/2"] for record in result.history]
+    pick = max if mode == "max" else min
+    best_epoch = values.index(pick(values))  # the first epoch that reaches the best value
+    log = (result.run_dir / "log.txt").read_text()
+    assert f"best OVERALL/map/2 so far ({values[best_epoch]:.4f}, epoch {best_epoch + 1}): checkpoints/best.pt" in log
+    best = result.run_dir / "checkpoints" / "best.pt"
+    checked = validate(tiny_config, [f"checkpoint={best}", "validate_untrained=false"])
+    assert checked.metrics["OVERALL/map/2"] == pytest.approx(values[best_epoch], abs=1e-6)
+
+
+def test_an_unknown_checkpointing_metric_is_a_config_error(
+    tiny_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for untrained in ("true", "false"):  # found before training, or after the first epoch
+        code = main(
+            ["train", str(tiny_config), "metric_for_checkpointing=OVERALL/cmc/7", f"validate_untrained={untrained}"]
+        )
+        assert code == 2
+        err = capsys.readouterr().err
+        assert "metric_for_checkpointing: the validation reports no metric 'OVERALL/cmc/7'" in err
+        assert "OVERALL/cmc/1" in err and "OVERALL/map/2" in err
+    none = train(tiny_config, ["metric_for_checkpointing=null", "run_name=no-best"])
+    assert not (none.run_dir / "checkpoints" / "best.pt").exists()
 
 
 def test_config_errors_stop_the_cli_before_any_run(tiny_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
