@@ -9,9 +9,11 @@ linear quantile) and reports ``FNMR(T) = #{u_i >= T} / #u``:
 for the ``M`` sorted negative distances. Positive pairs are few (about Q times the items per label); negative
 pairs are almost all of Q x G. Here the order statistics ``v_(lo)``, ``v_(hi)`` are found by a radix select on
 the float32 bit patterns (non-negative floats sort like their bits): one pass over the distance blocks counts
-negatives per bit prefix (the top 19 bits, a 4 MiB histogram), which locates each order statistic in one
-prefix bucket. Only if some positive distance falls into those buckets is a second pass needed, which counts
-the remaining 12 bits inside them. Memory: the histogram, the positive distances and one block.
+the negatives per bit prefix (the top 19 bits, a 4 MiB histogram), which locates each order statistic in one
+prefix bucket. Each block counts all its pairs, then takes its few non-negative pairs (same label, or
+excluded) back out, so no block is copied through a mask. Only if some positive distance falls into those
+buckets is a second pass needed, which counts the remaining 12 bits inside them. Memory: the histogram, the
+positive distances and one block.
 Reference: https://en.wikipedia.org/wiki/Biometrics#Performance
 """
 
@@ -74,16 +76,25 @@ def fnmr_at_fmr_from_distances(pos_dist: Tensor, neg_dist: Tensor, fmr_vals: Seq
     return torch.tensor([(pos >= t).sum() / len(pos) for t in np.atleast_1d(thresholds)], dtype=torch.float64)
 
 
-def _pair_masks(
+def _non_negative_pairs(
     rows: slice, cols: slice, query_labels: Tensor, gallery_labels: Tensor, exclude: Exclude
 ) -> tuple[Tensor, Tensor]:
-    """(positive, negative) masks of one block: same / different label, excluded pairs in neither."""
+    """The block's pairs that are not negative, as flat positions, and which of them are positive.
+
+    Not negative: same label (positive, unless excluded) or excluded. These are few (about the items per label
+    per query), so the negatives are counted as "every pair minus these" without a mask copy of the block.
+    """
     same = query_labels[rows, None] == gallery_labels[None, cols]
-    valid = torch.ones_like(same)
+    excluded = None
     for query_keys, gallery_keys in exclude:
         keys = query_keys[rows, None]
-        valid &= ~((keys == gallery_keys[None, cols]) & (keys >= 0))
-    return same & valid, ~same & valid
+        pair = (keys == gallery_keys[None, cols]) & (keys >= 0)
+        excluded = pair if excluded is None else excluded | pair
+    if excluded is None:
+        flat = same.view(-1).nonzero().squeeze(1)
+        return flat, torch.ones_like(flat, dtype=torch.bool)
+    flat = (same | excluded).view(-1).nonzero().squeeze(1)
+    return flat, same.view(-1)[flat] & ~excluded.view(-1)[flat]
 
 
 def fnmr_at_fmr(
@@ -117,21 +128,23 @@ def fnmr_at_fmr(
     positives: list[Tensor] = []
 
     def bit_blocks() -> Iterator[tuple[Tensor, Tensor, Tensor, int]]:
-        """Per block: distance bits, positive and negative masks, and 2 for mirrored blocks (both directions)."""
+        """Per block: all distance bits, those of its non-negative pairs and which of them are positive, and 2 for
+        mirrored blocks (both directions)."""
         for block in iter_score_blocks(
             queries, gallery, metric, symmetric=symmetric, chunk_size=chunk_size, cpu_gemm=cpu_gemm
         ):
             bits = scores_to_distances(block.scores, metric).view(torch.int32).clamp_min_(0)  # -0.0 -> 0.0
             active = exclusions.between(block.rows, block.cols)  # symmetric searches have symmetric pairs
-            positive, negative = _pair_masks(block.rows, block.cols, query_labels, gallery_labels, active)
-            yield bits, positive, negative, 2 if block.mirrored else 1
+            flat, positive = _non_negative_pairs(block.rows, block.cols, query_labels, gallery_labels, active)
+            yield bits, bits.view(-1)[flat], positive, 2 if block.mirrored else 1
 
-    for bits, positive, negative, weight in bit_blocks():
-        positives.extend([bits[positive]] * weight)
-        buckets = (bits >> _LOW_BITS)[negative]
-        if len(buckets):  # count over the block's own range of buckets only
-            low, high = (int(v) for v in torch.aminmax(buckets))
-            histogram[low : high + 1] += torch.bincount(buckets - low, minlength=high - low + 1) * weight
+    for bits, special, positive, weight in bit_blocks():
+        positives.extend([special[positive]] * weight)
+        buckets = bits >> _LOW_BITS
+        low, high = (int(v) for v in torch.aminmax(buckets))  # count over the block's own range of buckets only
+        histogram[low : high + 1] += torch.bincount(buckets.view(-1) - low, minlength=high - low + 1) * weight
+        special_buckets = (special >> _LOW_BITS).long()  # ... then take the non-negative pairs back out
+        histogram.index_add_(0, special_buckets, torch.full_like(special_buckets, -weight))
     histogram = histogram.cpu()
     positive_bits = torch.cat(positives).cpu() if positives else torch.zeros(0, dtype=torch.int32)
     n_negative, n_positive = int(histogram.sum()), len(positive_bits)
@@ -153,11 +166,13 @@ def fnmr_at_fmr(
         )
     targets = sorted(set(bucket_of.values()))
     low_histograms = {b: torch.zeros(1 << _LOW_BITS, dtype=torch.long, device=queries.device) for b in targets}
-    for bits, _, negative, weight in bit_blocks():
-        buckets = bits >> _LOW_BITS
+    for bits, special, _, weight in bit_blocks():
+        buckets, special_buckets = bits >> _LOW_BITS, special >> _LOW_BITS
         for bucket in targets:
-            selected = bits[(buckets == bucket) & negative] & _LOW_MASK
+            selected = bits[buckets == bucket] & _LOW_MASK
             low_histograms[bucket] += torch.bincount(selected, minlength=1 << _LOW_BITS) * weight
+            taken_out = (special[special_buckets == bucket] & _LOW_MASK).long()
+            low_histograms[bucket].index_add_(0, taken_out, torch.full_like(taken_out, -weight))
     values: dict[int, float] = {}
     for rank, bucket in bucket_of.items():
         before = int(cumulative[bucket] - histogram[bucket])
