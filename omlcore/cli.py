@@ -171,19 +171,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PluginLoadWarning)
-        try:
-            status: int = args.handler(args)
-        except OmlcoreError as error:
-            status = 2
-            print(f"error: {error}", file=sys.stderr)
-        finally:
-            for message in caught:
-                if issubclass(message.category, PluginLoadWarning):
-                    _show_plugin_warning(message)
-                else:
-                    warnings.showwarning(
-                        message.message, message.category, message.filename, message.lineno, message.file, message.line
-                    )
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PluginLoadWarning)
+            try:
+                status: int = args.handler(args)
+            except OmlcoreError as error:
+                status = 2
+                print(f"error: {error}", file=sys.stderr)
+    finally:  # shown once the recording is over: showing them inside it would record them again, forever
+        for message in caught:
+            if issubclass(message.category, PluginLoadWarning):
+                _show_plugin_warning(message)
+            else:
+                warnings.showwarning(
+                    message.message, message.category, message.filename, message.lineno, message.file, message.line
+                )
     return status

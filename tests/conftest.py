@@ -47,6 +47,7 @@ def run_python(
     env: dict[str, str] | None = None,
     pythonpath: list[Path] | None = None,
     hidden: tuple[str, ...] = (),
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter of this environment (no OMLCORE_* switches unless given).
 
@@ -58,7 +59,7 @@ def run_python(
     if pythonpath:
         full_env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), full_env.get("PYTHONPATH", "")])
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
 @pytest.fixture

@@ -68,6 +68,26 @@ def test_unknown_kind_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> No
     assert "error: Unknown component kind 'losses'. Did you mean: loss" in capsys.readouterr().err
 
 
+def test_warnings_of_a_command_are_shown_once_after_it(python_runner) -> None:  # type: ignore[no-untyped-def]
+    code = """
+import sys, warnings
+import omlcore.cli as cli
+
+def warn_twice(args):
+    warnings.warn("first warning", UserWarning)
+    warnings.warn("second warning", DeprecationWarning)
+    return 0
+
+cli._cmd_plugins = warn_twice
+warnings.simplefilter("always")
+sys.exit(cli.main(["plugins"]))
+"""
+    result = python_runner(code, timeout=60)  # showing them while still recording used to loop forever
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("UserWarning: first warning") == 1
+    assert result.stderr.count("DeprecationWarning: second warning") == 1
+
+
 def test_broken_plugin_does_not_take_the_cli_down(python_runner, broken_plugin_site: Path) -> None:  # type: ignore[no-untyped-def]
     result = omlcore_cli(python_runner, "plugins", pythonpath=[broken_plugin_site])
     assert result.returncode == 0, result.stderr
