@@ -38,20 +38,46 @@ CHECKPOINTS = "checkpoints"
 ConfigSource = Config | str | os.PathLike[str] | Mapping[str, Any]
 
 
+#: Set by the primary process to its run folder, so that the processes a distributed launcher starts later (which
+#: run the same pipeline) find it.
+RUN_DIR_ENV = "OMLCORE_RUN_DIR"
+
+
+def is_primary_process() -> bool:
+    """Whether this is process 0 of a distributed run (or not distributed): the one that prints and writes files.
+
+    Read from the launchers' environment variables before any process group exists: ``RANK`` (torchrun), else
+    ``NODE_RANK`` and ``LOCAL_RANK`` (Lightning's ``ddp`` launcher, which starts the other processes of the node
+    by running the same command again).
+    """
+    if "RANK" in os.environ:
+        return os.environ["RANK"] == "0"
+    return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
 class RunFolder:
-    """A run's own folder: ``config.yaml`` (resolved), ``log.txt`` (everything printed), metrics, checkpoints."""
+    """A run's own folder: ``config.yaml`` (resolved), ``log.txt`` (everything printed), metrics, checkpoints.
+
+    In a distributed run every process runs the pipeline (the collective steps must match), but only the primary
+    one (:func:`is_primary_process`) creates the folder, prints and writes; the others share its path.
+    """
 
     def __init__(self, path: Path, config: Config, pipeline: Pipeline) -> None:
         self.path = path
-        self.path.mkdir(parents=True, exist_ok=True)
         self.config = config
-        (self.path / "config.yaml").write_text(
-            f"# omlcore {pipeline}: the resolved config of this run\n{config.to_yaml()}", encoding="utf-8"
-        )
+        self.primary = is_primary_process()
+        if self.primary:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "config.yaml").write_text(
+                f"# omlcore {pipeline}: the resolved config of this run\n{config.to_yaml()}", encoding="utf-8"
+            )
+            os.environ[RUN_DIR_ENV] = str(self.path)
 
     @classmethod
     def create(cls, config: Config, pipeline: Pipeline) -> RunFolder:
         """``<output_dir>/<run_name>``, default ``<pipeline>-<config name>-<date-time>`` (made unique)."""
+        if not is_primary_process() and RUN_DIR_ENV in os.environ:
+            return cls(Path(os.environ[RUN_DIR_ENV]), config, pipeline)
         name = config["run_name"] or f"{pipeline}-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         base = Path(config["output_dir"]) / name
         path, number = base, 1
@@ -64,18 +90,24 @@ class RunFolder:
         return self.path / CHECKPOINTS
 
     def log(self, message: str = "") -> None:
-        """Print ``message`` and append it to ``log.txt``."""
+        """Print ``message`` and append it to ``log.txt`` (the primary process only)."""
+        if not self.primary:
+            return
         tqdm.write(message)
         with (self.path / "log.txt").open("a", encoding="utf-8") as log:
             log.write(message + "\n")
 
     def write_json(self, name: str, data: Any) -> Path:
         path = self.path / name
+        if not self.primary:
+            return path
         path.write_text(json.dumps(data, indent=2, default=_plain) + "\n", encoding="utf-8")
         return path
 
     def write_records(self, stem: str, records: Sequence[Mapping[str, Any]]) -> None:
         """``<stem>.json`` and ``<stem>.csv`` with one row per record (columns: every key seen, in order)."""
+        if not self.primary:
+            return
         self.write_json(f"{stem}.json", list(records))
         columns = list(dict.fromkeys(key for record in records for key in record))
         with (self.path / f"{stem}.csv").open("w", newline="", encoding="utf-8") as file:

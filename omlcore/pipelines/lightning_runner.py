@@ -134,7 +134,8 @@ class LightningRunner:
 
         callback = MetricValCallback(metric)
         trainer = self._trainer(callbacks=[callback], logger=False)
-        trainer.validate(_embedder(self.pl, model), DataLoader(dataset, batch_size=batch_size, num_workers=num_workers))
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+        trainer.validate(_embedder(self.pl, model), loader, verbose=False)  # the pipelines print their own tables
         return callback.metrics
 
     def inference(self, model: nn.Module, dataset: Dataset[Any], batch_size: int, num_workers: int) -> Tensor:

@@ -81,17 +81,13 @@ def predict(config: ConfigSource, overrides: Sequence[str] = ()) -> PredictResul
     embeddings = runner.inference(model, dataset, config["dataset.batch_size"], config["dataset.num_workers"])
     paths = list(dataset.paths)
     array = embeddings.float().numpy()
-    np.save(run.path / "embeddings.npy", array)
-    _write_items(run.path / "items.csv", paths, labels)
     top_k = config["predict.top_k"]
-    neighbours = _neighbours(embeddings, paths, top_k) if len(paths) > 1 else []
-    run.write_json("neighbours.json", neighbours)
-    with (run.path / "neighbours.csv").open("w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["index", "path", "rank", "neighbour_index", "neighbour_path", "distance"])
-        for item in neighbours:
-            for rank, other in enumerate(item["neighbours"], 1):
-                writer.writerow([item["index"], item["path"], rank, other["index"], other["path"], other["distance"]])
+    if run.primary:  # the other processes of a distributed run only took part in the inference
+        np.save(run.path / "embeddings.npy", array)
+        _write_items(run.path / "items.csv", paths, labels)
+        neighbours = _neighbours(embeddings, paths, top_k) if len(paths) > 1 else []
+        run.write_json("neighbours.json", neighbours)
+        _write_neighbours(run.path / "neighbours.csv", neighbours)
     run.log(f"{len(paths)} embeddings of size {array.shape[1]}: embeddings.npy, items.csv")
     run.log(f"the {top_k} nearest neighbours of each item: neighbours.json, neighbours.csv")
     run.log(f"\nrun folder: {run.path}")
@@ -104,6 +100,15 @@ def _write_items(path: Path, paths: list[str], labels: np.ndarray | None) -> Non
         writer.writerow(["index", "path", *(["label"] if labels is not None else [])])
         for index, item in enumerate(paths):
             writer.writerow([index, item, *([int(labels[index])] if labels is not None else [])])
+
+
+def _write_neighbours(path: Path, neighbours: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["index", "path", "rank", "neighbour_index", "neighbour_path", "distance"])
+        for item in neighbours:
+            for rank, other in enumerate(item["neighbours"], 1):
+                writer.writerow([item["index"], item["path"], rank, other["index"], other["path"], other["distance"]])
 
 
 def _neighbours(embeddings: Any, paths: list[str], top_k: int) -> list[dict[str, Any]]:

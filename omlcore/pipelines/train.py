@@ -164,8 +164,9 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
             on_epoch=on_epoch,
         )
     )
-    run.checkpoints.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), run.checkpoints / EXTRACTOR_CHECKPOINT)
+    if run.primary:
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), run.checkpoints / EXTRACTOR_CHECKPOINT)
 
     trained: dict[str, float] = {}
     if val_set is not None and metric is not None:
@@ -174,7 +175,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
         run.log(f"\nValidation ({len(val_set)} images, every one a query and / or gallery item):")
         run.log(format_table(columns))
         run.write_json("validation.json", columns)
-        written = save_visualisations(config, metric, val_set, run.path / "retrieval")
+        written = save_visualisations(config, metric, val_set, run.path / "retrieval") if run.primary else []
         if written:
             run.log(f"\nworst queries: {', '.join(str(p.relative_to(run.path)) for p in written)}")
     run.log(f"\nrun folder: {run.path}")
@@ -203,7 +204,7 @@ class _BestEpoch:
 
     def update(self, record: Mapping[str, float], earlier: Sequence[Mapping[str, float]]) -> None:
         """Save the weights if ``record`` beats every ``earlier`` epoch (NaN never does)."""
-        if self.key is None:
+        if self.key is None or not self.run.primary:
             return
         self.check(record)
         value = float(record[self.key])

@@ -56,7 +56,7 @@ def validate(config: ConfigSource, overrides: Sequence[str] = ()) -> ValidateRes
     run.log(f"\nValidation of {config['extractor.name']} ({weights}) on {len(dataset)} images of {csv_path}:")
     run.log(format_table({"value": metrics}))
     run.write_json("metrics.json", {"flat": metrics, "nested": _nested(results)})
-    written = save_visualisations(config, metric, dataset, run.path / "retrieval")
+    written = save_visualisations(config, metric, dataset, run.path / "retrieval") if run.primary else []
     if written:
         run.log(f"\nworst queries: {', '.join(str(p.relative_to(run.path)) for p in written)}")
     run.log(f"\nrun folder: {run.path}")
