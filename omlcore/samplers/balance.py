@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from omlcore.samplers.base import EpochBatchSampler, LabelIndex, _check_int
+from omlcore.samplers.base import EpochBatchSampler, LabelIndex, _check_labels_and_instances
 
 __all__ = ["BalanceSampler"]
 
@@ -50,10 +50,7 @@ class BalanceSampler(EpochBatchSampler):
     ) -> None:
         super().__init__(seed=seed, rank=rank, world_size=world_size)
         name = type(self).__name__
-        self.n_labels = _check_int(name, "n_labels", n_labels, 2, " (a batch needs two labels to have negatives)")
-        self.n_instances = _check_int(
-            name, "n_instances", n_instances, 2, " (a label needs two items in a batch to have positives)"
-        )
+        self.n_labels, self.n_instances = _check_labels_and_instances(name, n_labels, n_instances)
         self.index = LabelIndex(name, labels)
         if self.index.num_labels < self.n_labels:
             raise ValueError(

@@ -38,6 +38,14 @@ def _check_int(owner: str, name: str, value: Any, minimum: int, why: str = "") -
     return int(value)
 
 
+def _check_labels_and_instances(owner: str, n_labels: Any, n_instances: Any) -> tuple[int, int]:
+    """``n_labels`` and ``n_instances`` of a batch, at least 2 each (else no negatives / no positives)."""
+    return (
+        _check_int(owner, "n_labels", n_labels, 2, " (a batch needs two labels to have negatives)"),
+        _check_int(owner, "n_instances", n_instances, 2, " (a label needs two items in a batch to have positives)"),
+    )
+
+
 class EpochBatchSampler(ABC):
     """Base of omlcore's batch samplers (:class:`omlcore.protocols.Sampler`): seed, epoch and rank aware.
 

@@ -8,9 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from omlcore.samplers.base import EpochBatchSampler, LabelIndex, _check_int, sample_within_groups
+from omlcore.samplers.base import (
+    EpochBatchSampler,
+    LabelIndex,
+    _check_int,
+    _check_labels_and_instances,
+    sample_within_groups,
+)
 
-__all__ = ["CategoryBalanceSampler", "CategoryIndex"]
+__all__ = ["CategoryBalanceSampler", "CategoryBatchSampler", "CategoryIndex"]
 
 
 class CategoryIndex:
@@ -53,7 +59,42 @@ class CategoryIndex:
             )
 
 
-class CategoryBalanceSampler(EpochBatchSampler):
+class CategoryBatchSampler(EpochBatchSampler):
+    """What the category samplers share: batches of ``n_categories`` x ``n_labels`` x ``n_instances`` items, and
+    the checks of these numbers, of the labels (:class:`LabelIndex`) and of ``label2category``
+    (:class:`CategoryIndex`)."""
+
+    def __init__(
+        self,
+        labels: Sequence[Any] | np.ndarray,
+        label2category: Mapping[Any, Hashable],
+        n_categories: int,
+        n_labels: int,
+        n_instances: int,
+        *,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        super().__init__(seed=seed, rank=rank, world_size=world_size)
+        name = type(self).__name__
+        self.n_categories = _check_int(name, "n_categories", n_categories, 1)
+        self.n_labels, self.n_instances = _check_labels_and_instances(name, n_labels, n_instances)
+        self.index = LabelIndex(name, labels)
+        self.categories = CategoryIndex(name, self.index, label2category)
+        n_cat = self.categories.num_categories
+        if self.n_categories > n_cat:
+            raise ValueError(
+                f"{name}: n_categories={self.n_categories} but label2category has only {n_cat} categories; "
+                f"lower n_categories to at most {n_cat}"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return self.n_categories * self.n_labels * self.n_instances
+
+
+class CategoryBalanceSampler(CategoryBatchSampler):
     """Batches of ``n_categories`` categories x ``n_labels`` labels x ``n_instances`` items.
 
     The semantics of OML's ``oml.samplers.CategoryBalanceSampler``: an epoch has ``ceil(L / n_labels)``
@@ -90,22 +131,11 @@ class CategoryBalanceSampler(EpochBatchSampler):
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        super().__init__(seed=seed, rank=rank, world_size=world_size)
-        name = type(self).__name__
-        self.n_categories = _check_int(name, "n_categories", n_categories, 1)
-        self.n_labels = _check_int(name, "n_labels", n_labels, 2, " (a batch needs two labels to have negatives)")
-        self.n_instances = _check_int(
-            name, "n_instances", n_instances, 2, " (a label needs two items in a batch to have positives)"
+        super().__init__(
+            labels, label2category, n_categories, n_labels, n_instances, seed=seed, rank=rank, world_size=world_size
         )
+        name = type(self).__name__
         self.resample_labels = bool(resample_labels)
-        self.index = LabelIndex(name, labels)
-        self.categories = CategoryIndex(name, self.index, label2category)
-        n_cat = self.categories.num_categories
-        if self.n_categories > n_cat:
-            raise ValueError(
-                f"{name}: n_categories={self.n_categories} but label2category has only {n_cat} categories; "
-                f"lower n_categories to at most {n_cat}"
-            )
         if self.n_labels > self.index.num_labels:
             raise ValueError(
                 f"{name}: n_labels={self.n_labels} but the dataset has only {self.index.num_labels} labels; "
@@ -135,10 +165,6 @@ class CategoryBalanceSampler(EpochBatchSampler):
                 f"n_categories={self.n_categories}"
             )
         return weights / weights.sum()
-
-    @property
-    def batch_size(self) -> int:
-        return self.n_categories * self.n_labels * self.n_instances
 
     def num_batches(self) -> int:
         return math.ceil(self.index.num_labels / self.n_labels)

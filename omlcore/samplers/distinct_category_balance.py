@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from omlcore.samplers.base import EpochBatchSampler, LabelIndex, _check_int
-from omlcore.samplers.category_balance import CategoryIndex
+from omlcore.samplers.base import _check_int
+from omlcore.samplers.category_balance import CategoryBatchSampler
 
 __all__ = ["DistinctCategoryBalanceSampler"]
 
 
-class DistinctCategoryBalanceSampler(EpochBatchSampler):
+class DistinctCategoryBalanceSampler(CategoryBatchSampler):
     """Batches of ``n_categories`` x ``n_labels`` x ``n_instances``, labels distinct until they run out.
 
     The semantics of OML's ``oml.samplers.DistinctCategoryBalanceSampler``. An epoch has ``epoch_size``
@@ -49,28 +49,13 @@ class DistinctCategoryBalanceSampler(EpochBatchSampler):
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        super().__init__(seed=seed, rank=rank, world_size=world_size)
-        name = type(self).__name__
-        self.n_categories = _check_int(name, "n_categories", n_categories, 1)
-        self.n_labels = _check_int(name, "n_labels", n_labels, 2, " (a batch needs two labels to have negatives)")
-        self.n_instances = _check_int(
-            name, "n_instances", n_instances, 2, " (a label needs two items in a batch to have positives)"
+        super().__init__(
+            labels, label2category, n_categories, n_labels, n_instances, seed=seed, rank=rank, world_size=world_size
         )
+        name = type(self).__name__
         self.epoch_size = _check_int(name, "epoch_size", epoch_size, 1)
-        self.index = LabelIndex(name, labels)
-        self.categories = CategoryIndex(name, self.index, label2category)
-        n_cat = self.categories.num_categories
-        if self.n_categories > n_cat:
-            raise ValueError(
-                f"{name}: n_categories={self.n_categories} but label2category has only {n_cat} categories; "
-                f"lower n_categories to at most {n_cat}"
-            )
         self.index.check_at_least_two(name)
         self.categories.check_labels_per_category(name, self.n_labels, "lower n_labels")
-
-    @property
-    def batch_size(self) -> int:
-        return self.n_categories * self.n_labels * self.n_instances
 
     def num_batches(self) -> int:
         return self.epoch_size
