@@ -53,4 +53,4 @@ class HardTripletsMiner(TripletMiner):
                 keep &= ~ignore.numpy()
             rows = np.flatnonzero(keep)
             pos, neg = pos[rows], neg[rows]
-        return Triplets._trusted(torch.from_numpy(rows), torch.from_numpy(pos), torch.from_numpy(neg))
+        return Triplets._trusted(*(torch.from_numpy(ids).long() for ids in (rows, pos, neg)))  # intp may be 32-bit
