@@ -224,6 +224,9 @@ def fit(
                 logs[name] = logs.get(name, 0.0) + float(stat)
             if not bar.disable:
                 bar.set_postfix({"loss": total / steps, **last_metrics}, refresh=False)
+        if world_size > 1:  # DDP keeps the parameters equal, but each rank's last forward updated its own buffers
+            for buffer in trainable.buffers():  # (BatchNorm statistics): rank 0's, as DDP itself before each forward
+                dist.broadcast(buffer, src=0)
         record = {"loss": total / steps if steps else math.nan, **{k: v / max(steps, 1) for k, v in logs.items()}}
         record = {"epoch": epoch, **_mean_over_ranks(record), "lr": float(optimizer.param_groups[0]["lr"])}
         if val_dataset is not None and metrics is not None:

@@ -59,7 +59,8 @@ class RunFolder:
     """A run's own folder: ``config.yaml`` (resolved), ``log.txt`` (everything printed), metrics, checkpoints.
 
     In a distributed run every process runs the pipeline (the collective steps must match), but only the primary
-    one (:func:`is_primary_process`) creates the folder, prints and writes; the others share its path.
+    one (:func:`is_primary_process`) creates the folder, prints and writes; the others share its path (through
+    :data:`RUN_DIR_ENV` for the processes Lightning's launcher starts later, broadcast under ``torchrun``).
     """
 
     def __init__(self, path: Path, config: Config, pipeline: Pipeline) -> None:
@@ -83,6 +84,10 @@ class RunFolder:
         path, number = base, 1
         while path.exists():
             path, number = base.with_name(f"{base.name}-{number}"), number + 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # torchrun: process 0's name
+            shared = [str(path)]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            path = Path(shared[0])
         return cls(path, config, pipeline)
 
     @property

@@ -8,12 +8,15 @@ interrupted run resumes exactly); :class:`~omlcore.pipelines.lightning_runner.Li
 
 from __future__ import annotations
 
+import atexit
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset
@@ -21,7 +24,16 @@ from tqdm.auto import tqdm
 
 from omlcore.protocols import Loss, MetricAccumulator
 
-__all__ = ["BEST_CHECKPOINT", "EXTRACTOR_CHECKPOINT", "FitJob", "Precision", "Runner", "TorchRunner", "resolve_device"]
+__all__ = [
+    "BEST_CHECKPOINT",
+    "EXTRACTOR_CHECKPOINT",
+    "FitJob",
+    "Precision",
+    "Runner",
+    "TorchRunner",
+    "join_torchrun_group",
+    "resolve_device",
+]
 
 #: The weights-only checkpoint of the trained extractor that every training run writes to ``checkpoints/``.
 EXTRACTOR_CHECKPOINT = "extractor.pt"
@@ -87,8 +99,35 @@ def trainable_parameters(model: nn.Module, loss: Loss) -> list[nn.Parameter]:
     return [p for module in modules for p in module.parameters() if p.requires_grad]
 
 
+def join_torchrun_group(device: torch.device) -> torch.device:
+    """Under ``torchrun`` (``RANK`` and ``WORLD_SIZE > 1`` in the environment), join its process group.
+
+    gloo on the CPU, nccl on CUDA, where a bare ``cuda`` device becomes this process's ``cuda:<LOCAL_RANK>``.
+    Returns the device to use; outside ``torchrun`` (or when the group already exists) it only returns ``device``.
+    """
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave_process_group)  # before the interpreter's teardown, which a live group can crash
+    return device
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class TorchRunner:
     """Plain PyTorch loops (:mod:`omlcore_torch`); under ``torchrun`` they run distributed (DDP).
+
+    Under ``torchrun`` every process runs the pipeline: the runner joins the process group when it is built
+    (:func:`join_torchrun_group`), training is DDP with a disjoint share of the batches per process, and the
+    validations and inference are sharded and merged, equal to one process's.
 
     Args:
         epochs: training epochs in total (a resumed run counts the epochs done).
@@ -115,7 +154,7 @@ class TorchRunner:
         if precision not in ("32", "16-mixed", "bf16-mixed"):
             raise ValueError(f"precision must be '32', '16-mixed' or 'bf16-mixed', got {precision!r}")
         self.epochs = epochs
-        self.device = resolve_device(device)
+        self.device = join_torchrun_group(resolve_device(device))
         self.precision = precision
         self.grad_clip_norm = grad_clip_norm
         self.scheduler_interval = scheduler_interval
@@ -151,6 +190,8 @@ class TorchRunner:
                 resume=resume,
                 progress=False,
             )
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()  # process 0 has written the checkpoint the next epoch resumes from
             resume = last
             record = history[-1]
             bar.set_postfix({k: v for k, v in record.items() if k in ("loss", "OVERALL/cmc/1")}, refresh=False)

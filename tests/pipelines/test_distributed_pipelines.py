@@ -1,7 +1,8 @@
-"""The pipelines under Lightning's ``ddp`` strategy on 2 CPU processes: one run folder, written by process 0 only.
+"""The pipelines on 2 CPU processes: Lightning's ``ddp`` strategy, and the torch runner under ``torchrun``.
 
-Lightning's launcher starts the second process by running the same command again, so the pipelines run in both
-and only process 0 may create the folder, print and write (:func:`omlcore.pipelines.common.is_primary_process`).
+Every process runs the pipeline (Lightning's launcher starts the second one by running the same command again;
+``torchrun`` starts both), and only process 0 creates the run folder, prints and writes
+(:func:`omlcore.pipelines.common.is_primary_process`): one folder, whose validation equals one process's.
 """
 
 from __future__ import annotations
@@ -18,26 +19,33 @@ from omlcore.pipelines import validate
 
 from .conftest import run_folders
 
-pytest.importorskip("lightning")
+LIGHTNING_DDP = (
+    "runner.name=lightning",
+    "runner.args={epochs: 2, accelerator: cpu, devices: 2, strategy: ddp, progress: false, log_every_n_steps: 1}",
+)
+TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
 
-DDP = "runner.args={epochs: 2, accelerator: cpu, devices: 2, strategy: ddp, progress: false, log_every_n_steps: 1}"
 
-
-def omlcore_command(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m omlcore ...`` in a fresh process: a real command line, which the launcher can run again."""
+def omlcore_command(*args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``python [launcher] -m omlcore ...`` in a fresh process: a real command line, which a launcher can rerun."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMLCORE_")}
     env["OMP_NUM_THREADS"] = "1"
     return subprocess.run(
-        [sys.executable, "-m", "omlcore", *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, *launcher, "-m", "omlcore", *args], capture_output=True, text=True, env=env, timeout=600
     )
 
 
-def test_train_validate_predict_with_two_ddp_processes(tiny_config: Path) -> None:
-    train = omlcore_command("train", str(tiny_config), "runner.name=lightning", DDP)
+@pytest.mark.parametrize("how", ["lightning ddp", "torchrun"])
+def test_train_validate_predict_with_two_processes(tiny_config: Path, how: str) -> None:
+    if how == "lightning ddp":
+        pytest.importorskip("lightning")
+    overrides, launcher = (LIGHTNING_DDP, ()) if how == "lightning ddp" else (("runner.args.epochs=2",), TORCHRUN)
+    train = omlcore_command("train", str(tiny_config), *overrides, launcher=launcher)
     assert train.returncode == 0, train.stderr[-3000:]
     [run] = run_folders(tiny_config)  # not one per process
     assert train.stdout.count("Validation of the untrained model") == 1  # printed by one process
-    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.ckpt", "extractor.pt", "best.pt"}
+    resumable = "last.ckpt" if how == "lightning ddp" else "last.pt"
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {resumable, "extractor.pt", "best.pt"}
     history = json.loads((run / "metrics.json").read_text())
     assert [record["epoch"] for record in history] == [0, 1]
     validation = json.loads((run / "validation.json").read_text())
@@ -46,12 +54,12 @@ def test_train_validate_predict_with_two_ddp_processes(tiny_config: Path) -> Non
     assert validation["trained"] == pytest.approx(single.metrics, abs=1e-6)
     assert validation["trained"] == pytest.approx({k: history[-1][k] for k in single.metrics}, abs=1e-6)
 
-    checked = omlcore_command("validate", str(tiny_config), "runner.name=lightning", DDP, f"checkpoint={run}")
+    checked = omlcore_command("validate", str(tiny_config), *overrides, f"checkpoint={run}", launcher=launcher)
     assert checked.returncode == 0, checked.stderr[-3000:]
     [validated] = [p for p in run_folders(tiny_config) if p.name.startswith("validate-")]
     assert json.loads((validated / "metrics.json").read_text())["flat"] == pytest.approx(single.metrics, abs=1e-6)
 
-    predicted = omlcore_command("predict", str(tiny_config), "runner.name=lightning", DDP, f"checkpoint={run}")
+    predicted = omlcore_command("predict", str(tiny_config), *overrides, f"checkpoint={run}", launcher=launcher)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     [folder] = [p for p in run_folders(tiny_config) if p.name.startswith("predict-")]
     assert {"embeddings.npy", "items.csv", "neighbours.json", "neighbours.csv"} <= {p.name for p in folder.iterdir()}

@@ -62,6 +62,7 @@ def test_all_gather_with_padding_for_uneven_sizes(results: dict[str, dict[str, A
 def test_fit_under_ddp_shards_the_batches_and_keeps_the_ranks_in_step(results: dict[str, dict[str, Any]]) -> None:
     one, rank0, rank1 = results["one"], results["rank0"], results["rank1"]
     assert torch.equal(rank0["trained"], rank1["trained"])  # DDP averaged the gradients
+    assert torch.equal(rank0["buffers"], rank1["buffers"])  # and the BatchNorm statistics are rank 0's on both
     assert not torch.equal(rank0["trained"], one["trained"])  # two ranks' batches per step, not one
     assert len(rank0["seen"]) == len(rank1["seen"]) == 16 and len(one["seen"]) == 32
     assert not set(rank0["seen"]) & set(rank1["seen"])  # disjoint shares of the same epoch

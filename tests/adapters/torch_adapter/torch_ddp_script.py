@@ -104,6 +104,7 @@ def run(root: Path) -> dict[str, Any]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     out["history"] = fit(model, TripletLossWithMiner(margin=0.5), optimizer, loader, epochs=1, progress=False)
     out["trained"] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    out["buffers"] = torch.cat([b.detach().double().flatten() for b in model.buffers()])  # BatchNorm statistics
     out["seen"] = seen
     out["world_size"] = world_size
     return out
