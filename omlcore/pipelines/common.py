@@ -46,10 +46,12 @@ RUN_DIR_ENV = "OMLCORE_RUN_DIR"
 def is_primary_process() -> bool:
     """Whether this is process 0 of a distributed run (or not distributed): the one that prints and writes files.
 
-    Read from the launchers' environment variables before any process group exists: ``RANK`` (torchrun), else
-    ``NODE_RANK`` and ``LOCAL_RANK`` (Lightning's ``ddp`` launcher, which starts the other processes of the node
-    by running the same command again).
+    Read from the launchers' environment variables before any process group exists, when ``WORLD_SIZE > 1``:
+    ``RANK`` (torchrun), else ``NODE_RANK`` and ``LOCAL_RANK`` (Lightning's ``ddp`` launcher, which starts the
+    other processes of the node by running the same command again).
     """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True
     if "RANK" in os.environ:
         return os.environ["RANK"] == "0"
     return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"

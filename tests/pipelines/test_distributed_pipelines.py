@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from omlcore.pipelines import validate
+from omlcore.pipelines.common import is_primary_process
 
 from .conftest import run_folders
 
@@ -63,3 +64,23 @@ def test_train_validate_predict_with_two_processes(tiny_config: Path, how: str) 
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     [folder] = [p for p in run_folders(tiny_config) if p.name.startswith("predict-")]
     assert {"embeddings.npy", "items.csv", "neighbours.json", "neighbours.csv"} <= {p.name for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("env", "primary"),
+    [
+        ({}, True),
+        ({"RANK": "1"}, True),  # a stray RANK outside a distributed run
+        ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}, False),  # torchrun
+        ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, True),
+        ({"WORLD_SIZE": "2", "LOCAL_RANK": "1", "NODE_RANK": "0"}, False),  # Lightning's relaunched process
+        ({"WORLD_SIZE": "4", "LOCAL_RANK": "0", "NODE_RANK": "1"}, False),
+        ({"WORLD_SIZE": "2", "LOCAL_RANK": "0", "NODE_RANK": "0"}, True),
+    ],
+)
+def test_which_process_writes(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], primary: bool) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert is_primary_process() is primary
