@@ -204,9 +204,11 @@ class _BestEpoch:
 
     def update(self, record: Mapping[str, float], earlier: Sequence[Mapping[str, float]]) -> None:
         """Save the weights if ``record`` beats every ``earlier`` epoch (NaN never does)."""
-        if self.key is None or not self.run.primary:
+        if self.key is None:
             return
-        self.check(record)
+        self.check(record)  # in every process that has the record, so that a distributed run stops as one
+        if not self.run.primary:
+            return
         value = float(record[self.key])
         previous = [float(r[self.key]) for r in earlier if self.key in r and r[self.key] == r[self.key]]
         best_before = (max if self.larger_is_better else min)(previous, default=None)
