@@ -84,3 +84,16 @@ def test_which_process_writes(monkeypatch: pytest.MonkeyPatch, env: dict[str, st
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert is_primary_process() is primary
+
+
+def test_a_config_error_after_an_epoch_stops_every_torchrun_process(tiny_config: Path) -> None:
+    stopped = omlcore_command(
+        "train",
+        str(tiny_config),
+        "runner.args.epochs=2",
+        "validate_untrained=false",  # so the unknown name is found after the first epoch, in both processes
+        "metric_for_checkpointing=OVERALL/cmc/7",
+        launcher=TORCHRUN,
+    )
+    assert stopped.returncode != 0  # and it returned: no process waits for the other one
+    assert "metric_for_checkpointing: the validation reports no metric 'OVERALL/cmc/7'" in stopped.stderr
