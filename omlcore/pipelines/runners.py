@@ -9,6 +9,7 @@ interrupted run resumes exactly); :class:`~omlcore.pipelines.lightning_runner.Li
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,7 +119,10 @@ def join_torchrun_group(device: torch.device) -> torch.device:
 
 
 def _leave_process_group() -> None:
+    """All processes leave together: the primary one may still be writing files when the others are done."""
     if dist.is_initialized():
+        with contextlib.suppress(RuntimeError):  # a process is gone already (it failed, and says so): leave anyway
+            dist.barrier()
         dist.destroy_process_group()
 
 
