@@ -170,8 +170,9 @@ def same_label_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sorted_labels = labels[order]
     first = sorted_labels.searchsorted(labels)
     last = sorted_labels.searchsorted(labels, side="right") - 1
-    window = first[:, None] + np.arange((last - first).max() + 1)
-    return order[np.minimum(window, last[:, None], out=window)], last - first + 1
+    sizes = last - first + 1
+    window = first[:, None] + np.arange(sizes.max())
+    return order[np.minimum(window, last[:, None], out=window)], sizes
 
 
 class TripletMiner(ABC):
