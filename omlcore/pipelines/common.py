@@ -111,6 +111,14 @@ class RunFolder:
         path.write_text(json.dumps(data, indent=2, default=_plain) + "\n", encoding="utf-8")
         return path
 
+    def save_weights(self, name: str, module: nn.Module) -> Path:
+        """``checkpoints/<name>``: the state dict of ``module`` (the primary process only)."""
+        path = self.checkpoints / name
+        if self.primary:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            torch.save(module.state_dict(), path)
+        return path
+
     def write_records(self, stem: str, records: Sequence[Mapping[str, Any]]) -> None:
         """``<stem>.json`` and ``<stem>.csv`` with one row per record (columns: every key seen, in order)."""
         if not self.primary:

@@ -117,7 +117,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
         assert val_set is not None and metric is not None
         return flat_scalars(runner.evaluate(model, val_set, metric, batch_size, num_workers))
 
-    best = _BestEpoch(config, run, model) if val_set is not None else None
+    best = _BestEpoch(config, run, model, source) if val_set is not None else None
     untrained: dict[str, float] = {}
     if val_set is not None and config["validate_untrained"] and checkpoint is None:
         untrained = evaluate()
@@ -164,9 +164,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
             on_epoch=on_epoch,
         )
     )
-    if run.primary:
-        run.checkpoints.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), run.checkpoints / EXTRACTOR_CHECKPOINT)
+    run.save_weights(EXTRACTOR_CHECKPOINT, model)
 
     trained: dict[str, float] = {}
     if val_set is not None and metric is not None:
@@ -185,10 +183,10 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
 class _BestEpoch:
     """Saves the extractor to ``checkpoints/best.pt`` after each epoch that is the best so far by a metric."""
 
-    def __init__(self, config: Config, run: RunFolder, model: torch.nn.Module) -> None:
+    def __init__(self, config: Config, run: RunFolder, model: torch.nn.Module, source: str | None) -> None:
         self.key: str | None = config["metric_for_checkpointing"]
         self.larger_is_better = config["mode_for_checkpointing"] == "max"
-        self.source = str(config.source) if config.source else None
+        self.source = source
         self.run = run
         self.model = model
 
@@ -216,8 +214,7 @@ class _BestEpoch:
             best_before is not None and (value <= best_before if self.larger_is_better else value >= best_before)
         ):
             return
-        self.run.checkpoints.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), self.run.checkpoints / BEST_CHECKPOINT)
+        self.run.save_weights(BEST_CHECKPOINT, self.model)
         epoch = int(record["epoch"]) + 1
         self.run.log(f"best {self.key} so far ({value:.4f}, epoch {epoch}): {CHECKPOINTS}/{BEST_CHECKPOINT}")
 
