@@ -23,8 +23,10 @@ def _onednn_linear() -> Callable[..., Tensor] | None:
     return op
 
 
-def fused_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def fused_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``out[i, j] = <x_i, w_j> + b_j``: ``(N, D) x (M, D) + (M,) -> (N, M)``, one GEMM with the bias fused in.
+
+    Without ``bias``, the product ``x @ weight.T`` alone.
 
     On CPU in float32, oneDNN's GEMM (``torch.ops.mkldnn._linear_pointwise``) is used when PyTorch has it and
     ``torch.backends.mkldnn.enabled``: on AMD Zen CPUs it runs about twice as fast as the BLAS behind
@@ -34,11 +36,17 @@ def fused_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """
     if (
         x.is_cpu
-        and x.dtype is weight.dtype is bias.dtype is torch.float32
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad))
+        and x.dtype is weight.dtype is torch.float32
+        and (bias is None or bias.dtype is torch.float32)
+        and not (
+            torch.is_grad_enabled()
+            and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
+        )
         and torch.backends.mkldnn.enabled
     ):
         onednn = _onednn_linear()
         if onednn is not None:
-            return onednn(x.contiguous(), weight.contiguous(), bias.contiguous(), "none", [], "")
-    return torch.addmm(bias, x, weight.t())
+            return onednn(
+                x.contiguous(), weight.contiguous(), None if bias is None else bias.contiguous(), "none", [], ""
+            )
+    return torch.mm(x, weight.t()) if bias is None else torch.addmm(bias, x, weight.t())

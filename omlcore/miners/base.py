@@ -152,10 +152,13 @@ def row_shifted_similarities(embeddings: Tensor, ref_emb: Tensor | None = None) 
 
     Minus half the squared distance, shifted by a constant per row: every row ranks its candidates exactly as by
     distance, closest = largest. What mining needs (``argmax`` / ``argmin`` / ``topk`` per anchor), at the cost
-    of the matrix product alone (:func:`omlcore.functional.linear.fused_linear`).
+    of the matrix product alone (:func:`omlcore.functional.linear.fused_linear`). Without ``ref_emb`` the
+    squared norms are the product's own diagonal, subtracted afterwards (cheaper than computing them first).
     """
-    ref = embeddings if ref_emb is None else ref_emb
-    return fused_linear(embeddings, ref, torch.linalg.vecdot(ref, ref).mul_(-0.5))
+    if ref_emb is not None:
+        return fused_linear(embeddings, ref_emb, torch.linalg.vecdot(ref_emb, ref_emb).mul_(-0.5))
+    gram = fused_linear(embeddings, embeddings)
+    return gram.sub_(gram.diagonal().mul(0.5))
 
 
 def same_label_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,17 @@ def test_equals_addmm_without_gradients(dtype: torch.dtype) -> None:
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_without_bias_is_the_product_alone(dtype: torch.dtype) -> None:
+    x, w, _ = operands(dtype)
+    with torch.no_grad():
+        out = fused_linear(x, w)
+    torch.testing.assert_close(out, x @ w.t(), rtol=1e-5, atol=1e-5)
+    recorded = fused_linear(x.requires_grad_(True), w)
+    assert recorded.grad_fn is not None
+    torch.testing.assert_close(recorded, x @ w.t(), rtol=1e-5, atol=1e-5)
+
+
 def test_non_contiguous_inputs() -> None:
     x, w, b = operands()
     big_x, big_w, big_b = (torch.cat([t, t], dim=-1) for t in (x, w, b))

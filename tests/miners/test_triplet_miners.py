@@ -11,7 +11,7 @@ import torch
 
 from omlcore.miners import AllTripletsMiner, HardTripletsMiner, NHardTripletsMiner, TripletMiner
 from omlcore.miners.all_triplets import sample_distinct
-from omlcore.miners.base import pair_masks, same_label_groups
+from omlcore.miners.base import pair_masks, row_shifted_similarities, same_label_groups
 from omlcore.protocols import Miner, Triplets
 
 
@@ -291,3 +291,14 @@ def test_pml_miner_through_the_registry_returns_triplets() -> None:
     miner = get_registry().build("miner", "pml.BatchHardMiner")
     got = miner(torch.nn.functional.normalize(x, dim=1), labels)
     assert isinstance(got, Triplets) and got.num > 0
+
+
+@pytest.mark.parametrize("with_reference", [False, True])
+def test_row_shifted_similarities_rank_rows_by_distance(with_reference: bool) -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 7, generator=generator, dtype=torch.float64) * 3
+    ref = torch.randn(25, 7, generator=generator, dtype=torch.float64) if with_reference else None
+    other = x if ref is None else ref
+    brute = [[-0.5 * float(((x[i] - other[j]) ** 2).sum()) for j in range(len(other))] for i in range(len(x))]
+    shift = 0.5 * (x**2).sum(1, keepdim=True)  # the per-row constant: t = (||x_i||^2 - ||x_i - r_j||^2) / 2
+    torch.testing.assert_close(row_shifted_similarities(x, ref) - shift, torch.tensor(brute, dtype=torch.float64))
