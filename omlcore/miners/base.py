@@ -161,21 +161,24 @@ def row_shifted_similarities(embeddings: Tensor, ref_emb: Tensor | None = None) 
     return gram.sub_(gram.diagonal().mul(0.5))
 
 
-def same_label_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every item's label group as a ``(B, K)`` index table, and the group sizes ``(B,)``; ``K`` = largest group.
+def same_label_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The items sorted by label, each one's label group as a row of an index table, and the group sizes.
 
-    Row ``i`` lists the items with label ``labels[i]`` (``i`` included) in increasing order, padded to ``K``
-    columns by repeating the last one: every cell is a member of the group, and each member first appears in
-    index order. It enumerates the positives in ``O(B K)`` instead of a ``(B, B)`` mask, and writing ``-inf``
-    through it removes them from a score row in place. One stable sort and two binary searches.
+    Returns ``(order, table, sizes)``: ``order`` sorts the labels stably (``labels.argsort(kind="stable")``);
+    row ``p`` of the ``(B, K)`` table lists the items with label ``labels[order[p]]`` (``order[p]`` included) in
+    increasing order, padded to ``K`` (the largest group) by repeating the last one, so that every cell is a
+    member and each member first appears in index order; ``sizes[p]`` is that group's size. It enumerates the
+    positives of every anchor in ``O(B K)`` instead of a ``(B, B)`` mask, and writing ``-inf`` through it removes
+    them from a score row in place. One stable sort and two binary searches of sorted keys (predictable, cheap):
+    rows follow ``order``, not the items' own order.
     """
     order = labels.argsort(kind="stable")
     sorted_labels = labels[order]
-    first = sorted_labels.searchsorted(labels)
-    last = sorted_labels.searchsorted(labels, side="right") - 1
+    first = sorted_labels.searchsorted(sorted_labels)
+    last = sorted_labels.searchsorted(sorted_labels, side="right") - 1
     sizes = last - first + 1
     window = first[:, None] + np.arange(sizes.max())
-    return order[np.minimum(window, last[:, None], out=window)], sizes
+    return order, order[np.minimum(window, last[:, None], out=window)], sizes
 
 
 class TripletMiner(ABC):

@@ -37,18 +37,20 @@ class HardTripletsMiner(TripletMiner):
         return Triplets(anchor, pos[anchor], neg[anchor])
 
     def mine_by_label_groups(self, embeddings: Tensor, labels: np.ndarray, ignore: Tensor | None) -> Triplets:
-        group, group_size = same_label_groups(labels)
+        order, group, group_size = same_label_groups(labels)  # row p: the anchor order[p]
         size, k = group.shape
         scores = row_shifted_similarities(embeddings).numpy()
         flat = scores.reshape(-1)  # a view: row i, column j at i * B + j
         flat[:: size + 1] = np.inf  # the anchor is never its own farthest positive
+        cells = group + (order * size)[:, None]  # the group table's cells in the flat scores
         rows = np.arange(size)
-        cells = group + np.arange(0, size * size, size)[:, None]  # the group table's cells in the flat scores
-        pos = group[rows, flat[cells].argmin(1)]
+        pos = np.empty_like(order)
+        pos[order] = group[rows, flat[cells].argmin(1)]
         flat[cells] = -np.inf  # no positive can be the closest negative
         neg = scores.argmax(1)
         if k == size or group_size.min() < 2 or ignore is not None:  # some anchor lacks a negative or a positive
-            keep = (group_size >= 2) & (group_size < size)
+            keep = np.empty(size, dtype=bool)
+            keep[order] = (group_size >= 2) & (group_size < size)
             if ignore is not None:
                 keep &= ~ignore.numpy()
             rows = np.flatnonzero(keep)

@@ -157,12 +157,14 @@ def test_hard_triplets_equal_naive_argmax_argmin() -> None:
 )
 def test_same_label_groups_lists_every_group(labels: list[int]) -> None:
     array = np.array(labels)
-    table, sizes = same_label_groups(array)
+    order, table, sizes = same_label_groups(array)
+    assert sorted(order.tolist()) == list(range(len(labels)))
+    assert [labels[i] for i in order] == sorted(labels)
     assert table.shape == (len(labels), max(labels.count(v) for v in labels))
-    for i, label in enumerate(labels):
-        members = [j for j, other in enumerate(labels) if other == label]
-        row = table[i].tolist()
-        assert sizes[i] == len(members)
+    for p, item in enumerate(order.tolist()):
+        members = [j for j, other in enumerate(labels) if other == labels[item]]
+        row = table[p].tolist()
+        assert sizes[p] == len(members)
         assert row[: len(members)] == members and set(row[len(members) :]) <= {members[-1]}
 
 
