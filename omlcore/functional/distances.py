@@ -31,11 +31,12 @@ def pairwise_distances(x: Tensor, y: Tensor | None = None) -> Tensor:
     """``d[i, j] = ||x_i - y_j||_2`` (``(N, M)``), with a zero gradient (not NaN) where ``d == 0``.
 
     The matrix-product form is as exact as ``torch.cdist`` for distinct points (it is what ``cdist`` does
-    for more than 25 rows); use :func:`elementwise_distances` where a few distances must be exact.
+    for more than 25 rows); use :func:`elementwise_distances` where a few distances must be exact. A NaN
+    embedding gives NaN distances (never a silent 0), so that the losses built on them are NaN too.
     """
     d2 = pairwise_squared_distances(x, y)
-    positive = d2 > 0
-    return torch.where(positive, torch.where(positive, d2, 1.0).sqrt(), 0.0)
+    nonzero = d2 != 0  # NaN included
+    return torch.where(nonzero, torch.where(nonzero, d2, 1.0).sqrt(), 0.0)
 
 
 def elementwise_distances(x: Tensor, y: Tensor) -> Tensor:

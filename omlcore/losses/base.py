@@ -23,11 +23,12 @@ def zero_loss(*tensors: Tensor) -> Tensor:
     """A 0-dim zero connected to the graph of every tensor given (``sum(t) * 0``).
 
     ``backward()`` then gives each of them, and the parameters behind them, a zero gradient rather than None, so
-    DDP finds no unused parameter. Non-finite entries are zeroed first, so the result is never NaN.
+    DDP finds no unused parameter. Exact for finite tensors; a NaN or infinite entry makes it NaN, so that a
+    loss with this term added cannot hide a broken embedding (e.g. one that no mined tuple uses).
     """
     total = tensors[0].new_zeros(())
     for tensor in tensors:
-        total = total + torch.nan_to_num(tensor, nan=0.0, posinf=0.0, neginf=0.0).sum().to(total.dtype) * 0.0
+        total = total + tensor.sum().to(total.dtype) * 0.0
     return total
 
 

@@ -101,7 +101,9 @@ class TripletLossWithMiner(nn.Module):
 
     ``forward(embeddings, labels, *, ignore_anchor_mask=None, sequences=None)``: the keyword options are passed to
     the miner when given (omlcore's miners accept them). A batch without triplets gives a zero connected to the
-    graph. ``last_logs``: ``num_triplets``, ``active_tri``, ``pos_dist``, ``neg_dist`` and the miner's own.
+    graph. A NaN or infinite embedding in a mined triplet makes the loss NaN (omlcore's miners rank NaN scores
+    as the hardest, so they mine it; a capped random sample may miss it). ``last_logs``: ``num_triplets``,
+    ``active_tri``, ``pos_dist``, ``neg_dist`` and the miner's own.
     """
 
     def __init__(

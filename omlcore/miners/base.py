@@ -17,6 +17,7 @@ __all__ = [
     "ExtendedTriplets",
     "TripletMiner",
     "build_miner",
+    "hardest_first",
     "pair_masks",
     "row_shifted_similarities",
     "same_label_groups",
@@ -159,6 +160,16 @@ def row_shifted_similarities(embeddings: Tensor, ref_emb: Tensor | None = None) 
         return fused_linear(embeddings, ref_emb, torch.linalg.vecdot(ref_emb, ref_emb).mul_(-0.5))
     gram = fused_linear(embeddings, embeddings)
     return gram.sub_(gram.diagonal().mul(0.5))
+
+
+def hardest_first(scores: Tensor, *, largest: bool) -> Tensor:
+    """``scores`` with NaN replaced by ``+inf`` (``largest``) or ``-inf``: a NaN score ranks as the hardest.
+
+    For the mask paths of the miners, which rank candidates by ``max`` / ``min`` / ``topk``: a NaN embedding is
+    then mined (and the loss on its triplets is NaN, as with NumPy's ``argmax`` / ``argmin`` on the CPU path)
+    instead of being ranked after the masked-out entries and silently dropped.
+    """
+    return scores.nan_to_num(nan=float("inf") if largest else float("-inf"), posinf=float("inf"), neginf=float("-inf"))
 
 
 def same_label_groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

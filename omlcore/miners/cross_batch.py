@@ -25,13 +25,16 @@ class CrossBatchMemoryMiner:
     :class:`~omlcore.miners.base.ExtendedTriplets` whose ``extra_embeddings`` / ``extra_labels`` are the bank as
     it was during mining; gradients flow through the batch items only. Unlike OML, a partly filled bank is used
     from the second call on (OML waits until it is full); a bank full of the same batches gives OML's triplets.
+    A batch with a NaN or infinite embedding is mined (its loss is NaN) but not kept: under mixed precision, a
+    step that overflows is skipped by the gradient scaler and must not spoil the next ``bank_size_in_batches``.
 
     Args:
         bank_size_in_batches: batches kept, >= 1.
         miner: an omlcore :class:`~omlcore.miners.base.TripletMiner` (its ``mine`` runs on the extended masks) or
             its config ``{"name": ..., "args": ...}``; default ``NHardTripletsMiner()`` (batch-hard).
 
-    ``last_logs``: ``bank_items`` and the fractions of mined positives / negatives that came from the bank.
+    ``last_logs``: ``bank_items``, the fractions of mined positives / negatives that came from the bank, and
+    ``batch_kept`` (0.0 for a non-finite batch).
     ``reset()`` empties the bank (e.g. between training stages).
     """
 
@@ -106,12 +109,18 @@ class CrossBatchMemoryMiner:
             )
             positive[:, :batch].fill_diagonal_(False)  # the anchor itself
             triplets = self.miner.mine(detached, ref, positive, negative)
-            self._bank.append((detached.clone(), labels.clone(), seq.clone()))
             n = max(triplets.num, 1)
+            from_bank = torch.stack([(triplets.positive >= batch).sum(), (triplets.negative >= batch).sum()])
+            positives_from_bank, negatives_from_bank, finite = torch.cat(
+                [from_bank, torch.isfinite(detached).all().reshape(1)]
+            ).tolist()  # one synchronisation
+            if finite:
+                self._bank.append((detached.clone(), labels.clone(), seq.clone()))
             self.last_logs = {
                 "bank_items": float(len(bank_labels)),
-                "positives_from_bank": float((triplets.positive >= batch).sum()) / n,
-                "negatives_from_bank": float((triplets.negative >= batch).sum()) / n,
+                "positives_from_bank": positives_from_bank / n,
+                "negatives_from_bank": negatives_from_bank / n,
+                "batch_kept": float(finite),
             }
         return ExtendedTriplets(*triplets, bank_emb, bank_labels)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from omlcore.miners.base import TripletMiner, row_shifted_similarities
+from omlcore.miners.base import TripletMiner, hardest_first, row_shifted_similarities
 from omlcore.protocols import Triplets
 
 __all__ = ["NHardTripletsMiner"]
@@ -56,10 +56,11 @@ class NHardTripletsMiner(TripletMiner):
         scores = row_shifted_similarities(embeddings, ref_emb)  # closest = largest
         n_ref = scores.shape[1]
         pos_slice, neg_slice = self.positive_slice, self.negative_slice
-        pos_s, pos = torch.where(positive, scores, float("inf")).topk(min(pos_slice.stop, n_ref), 1, largest=False)
-        neg_s, neg = torch.where(negative, scores, float("-inf")).topk(min(neg_slice.stop, n_ref), dim=1)
-        pos, pos_ok = pos[:, pos_slice], pos_s[:, pos_slice] < float("inf")
-        neg, neg_ok = neg[:, neg_slice], neg_s[:, neg_slice] > float("-inf")
+        farthest_first = torch.where(positive, hardest_first(scores, largest=False), float("inf"))
+        closest_first = torch.where(negative, hardest_first(scores, largest=True), float("-inf"))
+        pos = farthest_first.topk(min(pos_slice.stop, n_ref), 1, largest=False).indices[:, pos_slice]
+        neg = closest_first.topk(min(neg_slice.stop, n_ref), 1).indices[:, neg_slice]
+        pos_ok, neg_ok = positive.gather(1, pos), negative.gather(1, neg)  # ranks past the last candidate: masked
         anchor, i, j = (pos_ok.unsqueeze(2) & neg_ok.unsqueeze(1)).nonzero(as_tuple=True)
         return Triplets(anchor, pos[anchor, i], neg[anchor, j])
 

@@ -144,3 +144,17 @@ def test_pairs_miner_gives_the_distinct_pairs_of_the_triplets(hard: bool) -> Non
     assert list(zip(got.anchor_pos.tolist(), got.positive.tolist(), strict=True)) == pos
     assert list(zip(got.anchor_neg.tolist(), got.negative.tolist(), strict=True)) == neg
     assert PairsMiner()(x, torch.zeros(9, dtype=torch.long)).is_empty()
+
+
+def test_cross_batch_memory_mines_a_non_finite_batch_but_does_not_keep_it() -> None:
+    miner = CrossBatchMemoryMiner(2, miner=HardTripletsMiner())
+    first, labels = labelled([0, 0, 1, 1, 2, 2], seed=0)
+    miner(first, labels)
+    broken = labelled([0, 0, 1, 1, 2, 2], seed=1)[0].clone()
+    broken[4, 0] = float("nan")
+    mined = miner(broken, labels)
+    assert len(mined.anchor) == 6 and 4 in mined.negative.tolist()  # the NaN item is mined, not dropped
+    assert miner.last_logs["batch_kept"] == 0.0 and miner.last_logs["bank_items"] == 6
+    assert miner.bank is not None and torch.equal(miner.bank[0], first)
+    miner(*labelled([0, 0, 1, 1, 2, 2], seed=2))
+    assert miner.last_logs["batch_kept"] == 1.0 and miner.last_logs["bank_items"] == 6

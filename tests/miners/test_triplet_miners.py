@@ -211,6 +211,22 @@ def test_batch_hard_other_dtypes_and_gradients() -> None:
     assert y.grad is None
 
 
+def test_a_nan_embedding_is_mined_as_the_hardest_on_both_paths() -> None:
+    x, labels = batch(5, (2, 3, 4))
+    x = x.float()
+    x[6, 1] = float("nan")  # label 1; the first item with a NaN score in every row
+    got, masks = HardTripletsMiner()(x, labels), mask_path(x, labels)
+    assert as_list(got) == as_list(masks) and got.num == len(labels)  # no anchor dropped
+    for a, p, n in as_list(got):
+        same = int(labels[a]) == int(labels[6])
+        assert (p == 6) if same and a != 6 else (n == 6 or a == 6)
+    positive, negative = pair_masks(labels)
+    n_hard = NHardTripletsMiner(2, (1, 3))
+    assert as_list(n_hard(x, labels)) == as_list(n_hard.mine(x, None, positive, negative))
+    anchors = {a for a, _, _ in as_list(n_hard(x, labels))}
+    assert anchors == {a for a in range(len(labels)) if int(positive[a].sum()) > 0}  # no anchor dropped
+
+
 @pytest.mark.parametrize("n_positive,n_negative", [(1, 1), (2, 3), ((2, 3), (1, 4)), ([2, 2], 10)])
 def test_n_hard_triplets_equal_naive_ranking(n_positive, n_negative) -> None:  # type: ignore[no-untyped-def]
     x, labels = batch(5, (2, 3, 4))
