@@ -80,6 +80,7 @@ def check_inputs(
             f"{owner}: labels must be ({embeddings.shape[0]},) to match embeddings {tuple(embeddings.shape)}, "
             f"got {tuple(labels.shape)}"
         )
+    labels = class_ids(owner, "labels", labels)
     if (ref_emb is None) != (ref_labels is None):
         raise ValueError(f"{owner}: pass both ref_emb and ref_labels, or neither")
     if ref_emb is None:
@@ -91,7 +92,23 @@ def check_inputs(
     ref_labels = torch.as_tensor(ref_labels, device=embeddings.device)
     if ref_labels.shape != ref_emb.shape[:1]:
         raise ValueError(f"{owner}: ref_labels must be ({ref_emb.shape[0]},), got {tuple(ref_labels.shape)}")
-    return labels, ref_labels
+    return labels, class_ids(owner, "ref_labels", ref_labels)
+
+
+def class_ids(owner: str, name: str, labels: Tensor) -> Tensor:
+    """``labels`` as int64 class ids; float labels must hold whole numbers (a NaN label is an error, not a class)."""
+    if labels.dtype == torch.int64:
+        return labels
+    if labels.is_complex():
+        raise ValueError(f"{owner}: {name} must be class ids (integers), got {labels.dtype}")
+    if labels.is_floating_point():
+        bad = (~(torch.isfinite(labels) & (labels == labels.round()))).nonzero().flatten()[:5].tolist()
+        if bad:
+            raise ValueError(
+                f"{owner}: {name} must be class ids (whole numbers), got {labels.dtype} values "
+                f"{labels[bad].tolist()} at positions {bad}. Fix: pass integer labels, e.g. labels.long()"
+            )
+    return labels.long()
 
 
 def check_ignore_mask(owner: str, ignore_anchor_mask: Any, labels: Tensor) -> Tensor:

@@ -320,3 +320,16 @@ def test_row_shifted_similarities_rank_rows_by_distance(with_reference: bool) ->
     brute = [[-0.5 * float(((x[i] - other[j]) ** 2).sum()) for j in range(len(other))] for i in range(len(x))]
     shift = 0.5 * (x**2).sum(1, keepdim=True)  # the per-row constant: t = (||x_i||^2 - ||x_i - r_j||^2) / 2
     torch.testing.assert_close(row_shifted_similarities(x, ref) - shift, torch.tensor(brute, dtype=torch.float64))
+
+
+def test_labels_become_int64_class_ids_and_bad_ones_are_named() -> None:
+    x, labels = batch(4, (2, 3))
+    expected = as_list(HardTripletsMiner()(x, labels))
+    for same in (labels.double(), labels.int(), labels.numpy().astype("int16"), labels.tolist()):
+        assert as_list(HardTripletsMiner()(x, same)) == expected
+    broken = labels.double()
+    broken[[2, 7]] = torch.tensor([float("nan"), 1.5], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"labels must be class ids.*\[nan, 1\.5\] at positions \[2, 7\]"):
+        HardTripletsMiner()(x, broken)
+    with pytest.raises(ValueError, match="ref_labels must be class ids"):
+        NHardTripletsMiner()(x, labels, x, broken)

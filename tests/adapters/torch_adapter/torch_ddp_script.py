@@ -121,6 +121,7 @@ def _recording(read_image: Any, seen: list[int]) -> Any:
 def worker(rank: int, world_size: int, root: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=world_size)
     torch.save(run(Path(root)), Path(out) / f"rank{rank}.pt")
+    dist.barrier()  # leave together: a process tearing its gloo pairs down early can abort the other (SIGABRT)
     dist.destroy_process_group()
 
 
