@@ -69,6 +69,7 @@ def worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         metrics.merge_state([state for other, state in enumerate(states) if other != rank])
         result = {"metrics": compute_quietly(metrics), "summary": metrics.summary}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+        dist.barrier()  # leave together: a process tearing its gloo pairs down early can abort the other (SIGABRT)
     finally:
         dist.destroy_process_group()
 
