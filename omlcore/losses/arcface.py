@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from omlcore.functional.label_smoothing import label_smoothing
 from omlcore.losses.base import Reduction, check_reduction, logs_of, reduce, zero_loss
+from omlcore.miners.base import class_ids
 
 __all__ = ["ArcFaceLoss", "ArcFaceLossWithMLP"]
 
@@ -79,6 +80,7 @@ class ArcFaceLoss(nn.Module):
                 f"{name}: expected embeddings (B, {self.in_features}) and labels (B,), got "
                 f"{tuple(embeddings.shape)} and {tuple(labels.shape)}"
             )
+        labels = class_ids(name, "labels", labels)
         if len(labels) == 0:
             return reduce(embeddings.new_zeros(0), self.reduction, embeddings, self.weight)
         if bool(((labels < 0) | (labels >= self.num_classes)).any()):

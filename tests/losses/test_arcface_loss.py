@@ -100,6 +100,9 @@ def test_errors_and_empty_batch() -> None:
     loss, x, labels = setup()
     with pytest.raises(ValueError, match=r"labels \[7\] are outside 0..4 \(num_classes=5\); remap"):
         loss(x[:1], torch.tensor([7]))
+    with pytest.raises(ValueError, match=r"labels must be class ids.*\[nan\] at positions \[1\]"):
+        loss(x[:2], torch.tensor([1.0, float("nan")]))
+    torch.testing.assert_close(loss(x[:2], torch.tensor([1.0, 3.0])), loss(x[:2], torch.tensor([1, 3])))
     with pytest.raises(ValueError, match=r"label2category has no category for 1 of the 5 classes, e.g. \[4\]"):
         ArcFaceLoss(4, 5, label2category={0: 0, 1: 0, 2: 1, 3: 1})
     with pytest.raises(ValueError, match=r"smoothing_epsilon must be in \[0, 1\)"):
