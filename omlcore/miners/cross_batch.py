@@ -110,9 +110,8 @@ class CrossBatchMemoryMiner:
             positive[:, :batch].fill_diagonal_(False)  # the anchor itself
             triplets = self.miner.mine(detached, ref, positive, negative)
             n = max(triplets.num, 1)
-            from_bank = torch.stack([(triplets.positive >= batch).sum(), (triplets.negative >= batch).sum()])
-            positives_from_bank, negatives_from_bank, finite = torch.cat(
-                [from_bank, torch.isfinite(detached).all().reshape(1)]
+            positives_from_bank, negatives_from_bank, finite = torch.stack(
+                [(triplets.positive >= batch).sum(), (triplets.negative >= batch).sum(), torch.isfinite(detached).all()]
             ).tolist()  # one synchronisation
             if finite:
                 self._bank.append((detached.clone(), labels.clone(), seq.clone()))
