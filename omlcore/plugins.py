@@ -48,6 +48,7 @@ __all__ = [
     "PluginSettings",
     "create_plugin_manager",
     "get_plugin_manager",
+    "get_registry",
     "registry_of",
     "reset_plugin_manager",
 ]
@@ -311,6 +312,11 @@ def get_plugin_manager() -> OmlcorePluginManager:
     if _manager is None:
         _manager = create_plugin_manager()
     return _manager
+
+
+def get_registry() -> Registry:
+    """The process-wide registry: that of :func:`get_plugin_manager`, built from the plugins on first use."""
+    return get_plugin_manager().registry
 
 
 def reset_plugin_manager() -> None:

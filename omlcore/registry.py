@@ -6,7 +6,10 @@ the host owns the storage, checks duplicates and resolves names. A factory is ei
 what exists imports nothing: only :meth:`Entry.load` (and :meth:`Registry.build`) imports the code
 and, with it, the framework it needs.
 
->>> from omlcore.registry import get_registry
+The process-wide registry is :func:`omlcore.plugins.get_registry`; ``{name, args}`` specs (nested too) are
+turned into objects by the config layer's one resolver, :func:`omlcore.config.resolve`.
+
+>>> from omlcore.plugins import get_registry
 >>> loss = get_registry().build("loss", "pml.TripletMarginLoss", margin=0.1)  # doctest: +SKIP
 """
 
@@ -19,10 +22,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from omlcore.errors import DuplicateComponentError, MissingDependencyError, OmlcoreError, UnknownComponentError
+from omlcore.errors import DuplicateComponentError, MissingDependencyError, UnknownComponentError
 from omlcore.utils.optional import install_hint, missing_modules
 
-__all__ = ["KINDS", "Entry", "Registrar", "Registry", "get_registry"]
+__all__ = ["KINDS", "Entry", "Registrar", "Registry"]
 
 #: Every component kind, with the hook that registers it (``register_<plural>``).
 KINDS: dict[str, str] = {
@@ -247,23 +250,6 @@ class Registry:
         """Build component ``name`` of ``kind`` with the given arguments."""
         return self.get(kind, name).build(*args, **kwargs)
 
-    def build_from_config(self, kind: str, config: Mapping[str, Any]) -> Any:
-        """Build a component from ``{"name": <registered name>, "args": {...}}`` (``args`` optional)."""
-        if not isinstance(config, Mapping) or "name" not in config:
-            raise OmlcoreError(
-                f"A {kind} config must be a mapping with a 'name' key (and optional 'args'), got {config!r}"
-            )
-        unknown = set(config) - {"name", "args"}
-        if unknown:
-            raise OmlcoreError(
-                f"Unknown key(s) {sorted(unknown)} in {kind} config for '{config['name']}'; "
-                "allowed keys are 'name' and 'args'"
-            )
-        args = config.get("args") or {}
-        if not isinstance(args, Mapping):
-            raise OmlcoreError(f"'args' of {kind} '{config['name']}' must be a mapping, got {type(args).__name__}")
-        return self.build(kind, config["name"], **args)
-
 
 def _check_kind(kind: str) -> str:
     if kind not in KINDS:
@@ -275,10 +261,3 @@ def _check_kind(kind: str) -> str:
 
 def _target_str(entry: Entry) -> str:
     return entry.target if isinstance(entry.target, str) else getattr(entry.target, "__qualname__", repr(entry.target))
-
-
-def get_registry() -> Registry:
-    """The process-wide registry, built from the plugins once on first use (see :mod:`omlcore.plugins`)."""
-    from omlcore.plugins import get_plugin_manager
-
-    return get_plugin_manager().registry

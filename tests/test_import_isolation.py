@@ -27,7 +27,7 @@ def test_listing_every_component_imports_no_framework(python_runner) -> None:  #
     body = (
         "import contextlib, io\n"
         "from omlcore.cli import main\n"
-        "from omlcore.registry import get_registry\n"
+        "from omlcore.plugins import get_registry\n"
         "assert len(get_registry()) > 0 and [e.available for e in get_registry()]\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['plugins'])\n"
@@ -40,7 +40,7 @@ def test_core_modules_import_no_optional_framework(python_runner) -> None:  # ty
     body = (
         "import omlcore.protocols, omlcore.registry, omlcore.plugins, omlcore.cli, omlcore.keys\n"
         "import omlcore.datasets, omlcore.transforms, omlcore.builtin_plugin\n"
-        "from omlcore.registry import get_registry\n"
+        "from omlcore.plugins import get_registry\n"
         "get_registry().build('transform', 'resize_normalize')"
     )
     assert imported_after(python_runner, body) == ["torch"]

@@ -11,16 +11,18 @@ import pytest
 import torch
 
 from omlcore import plugins as plugins_module
+from omlcore.config import resolve
 from omlcore.errors import DuplicateComponentError, OmlcoreError, PluginLoadWarning, UnknownComponentError
 from omlcore.hookspecs import hookimpl
 from omlcore.plugins import (
     PluginSettings,
     create_plugin_manager,
     get_plugin_manager,
+    get_registry,
     registry_of,
     reset_plugin_manager,
 )
-from omlcore.registry import Registrar, get_registry
+from omlcore.registry import Registrar
 
 ADAPTERS = {"torch": "torch", "lightning": "lightning", "pml": "pytorch_metric_learning"}
 
@@ -51,7 +53,7 @@ def test_real_installed_third_party_plugin_is_used_from_a_config() -> None:
         importlib.metadata.version("omlcore-demo-plugin"),
         "omlcore_demo_plugin.plugin",
     )
-    loss = get_registry().build_from_config("loss", {"name": "demo.CentroidLoss", "args": {"scale": 2.0}})
+    loss = resolve("loss", {"name": "demo.CentroidLoss", "args": {"scale": 2.0}})
     torch.manual_seed(0)
     embeddings, labels = torch.randn(6, 3), torch.tensor([0, 1, 0, 2, 1, 0])
     expected = 0.0

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from omlcore.errors import DuplicateComponentError, MissingDependencyError, OmlcoreError, UnknownComponentError
+from omlcore.errors import DuplicateComponentError, MissingDependencyError, UnknownComponentError
 from omlcore.registry import KINDS, Entry, Registrar, Registry
 
 
@@ -134,18 +134,6 @@ def test_unavailable_entry_names_the_extra() -> None:
         entry.build()
     no_extra = Entry("loss", "x", "m:X", "p", requires=("omlcore_missing_a", "os"))
     assert no_extra.unavailable_reason == "needs omlcore_missing_a, not installed: pip install omlcore_missing_a"
-
-
-def test_build_from_config() -> None:
-    registry = make_registry(("optimizer", "ordered", "collections:OrderedDict", "p"))
-    assert registry.build_from_config("optimizer", {"name": "ordered", "args": {"a": 1}}) == {"a": 1}
-    assert registry.build_from_config("optimizer", {"name": "ordered"}) == {}
-    with pytest.raises(OmlcoreError, match=r"Unknown key\(s\) \['arg'\].*'name' and 'args'"):
-        registry.build_from_config("optimizer", {"name": "ordered", "arg": {}})
-    with pytest.raises(OmlcoreError, match="mapping with a 'name' key"):
-        registry.build_from_config("optimizer", ["ordered"])  # type: ignore[arg-type]
-    with pytest.raises(OmlcoreError, match="'args' of optimizer 'ordered' must be a mapping"):
-        registry.build_from_config("optimizer", {"name": "ordered", "args": [1]})
 
 
 def test_registrar_is_bound_to_kind_and_plugin() -> None:

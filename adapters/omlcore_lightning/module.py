@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from omlcore.config import resolve
 from omlcore.keys import EMBEDDINGS, IMAGES, LABELS
 from omlcore.protocols import Loss
 from omlcore.utils.optional import require
@@ -34,14 +35,8 @@ SchedulerSpec = Any | Callable[[Optimizer], Any] | Mapping[str, Any]
 
 
 def _build(kind: str, spec: Any, first: Any) -> Any:
-    if isinstance(spec, Mapping):
-        from omlcore.registry import get_registry
-
-        unknown = set(spec) - {"name", "args"}
-        if "name" not in spec or unknown:
-            raise ValueError(f"the {kind} config must be {{'name': ..., 'args': {{...}}}}, got {dict(spec)!r}")
-        return get_registry().build(kind, spec["name"], first, **(spec.get("args") or {}))
-    return spec(first)
+    """A ``{name, args}`` spec through the config layer's resolver, else a factory called with ``first``."""
+    return resolve(kind, spec, first) if isinstance(spec, Mapping) else spec(first)
 
 
 class RetrievalModule(LightningModule):
@@ -93,9 +88,7 @@ class RetrievalModule(LightningModule):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.extractor = extractor
         self.loss = loss
-        self.optimizer_spec: OptimizerSpec = (
-            optimizer if optimizer is not None else {"name": "adam", "args": {"lr": 1e-3}}
-        )
+        self.optimizer_spec: OptimizerSpec = optimizer if optimizer is not None else DEFAULT_OPTIMIZER
         self.scheduler_spec = scheduler
         self.scheduler_interval = scheduler_interval
         self.scheduler_monitor = scheduler_monitor

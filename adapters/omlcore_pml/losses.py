@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from omlcore.config import resolve
 from omlcore.miners.base import ExtendedTriplets
 from omlcore.protocols import Miner, Pairs, Triplets
 from omlcore_pml.checks import check_loss
@@ -43,8 +44,8 @@ class PMLLoss(nn.Module):
 
     def __init__(self, loss: Any, miner: Miner | Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        loss = _build("loss", loss)
-        given = _build("miner", miner)
+        loss = resolve("loss", loss) if isinstance(loss, Mapping) else loss
+        given = resolve("miner", miner) if isinstance(miner, Mapping) else miner
         self.miner = as_miner(given) if given is not None else None
         check_loss(loss, miner=given)  # the miner as given (not wrapped), so that an error names it
         self.loss = loss
@@ -67,11 +68,3 @@ class PMLLoss(nn.Module):
             embeddings, labels = mined.resolve(embeddings, labels)
         value = self.loss(embeddings, labels, mined.to_pml())
         return value
-
-
-def _build(kind: str, spec: Any) -> Any:
-    if isinstance(spec, Mapping):
-        from omlcore.registry import get_registry
-
-        return get_registry().build_from_config(kind, spec)
-    return spec

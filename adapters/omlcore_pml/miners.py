@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from omlcore.config import resolve
 from omlcore.protocols import Miner, Pairs, Triplets, indices_from_pml
 from omlcore.utils.optional import require
 from omlcore_pml.checks import check_miner, pml_kind
@@ -67,9 +68,7 @@ def as_miner(miner: Miner | nn.Module | Mapping[str, Any]) -> Miner:
         IncompatibleComponentError: ``miner`` is a PML loss, distance ... or not callable.
     """
     if isinstance(miner, Mapping):
-        from omlcore.registry import get_registry
-
-        built: Miner = get_registry().build_from_config("miner", miner)
+        built: Miner = resolve("miner", miner)
         return built
     check_miner(miner)
     if pml_kind(miner) == "miner" and isinstance(miner, nn.Module):

@@ -1,5 +1,8 @@
 """``{name, args}`` components: checked against the registry before anything is built, then built with their path.
 
+This is omlcore's one resolver: every ``{name, args}`` spec, from a config file or from Python
+(:func:`resolve`), is turned into an object here; components receive objects.
+
 Checking imports a component's module (to read its signature) but builds nothing: unknown names (with the
 closest known ones), unavailable frameworks, wrong argument names and values of the wrong type are reported
 with the config path of the key at fault. An argument whose value is itself ``{name: ..., args: ...}`` is a
@@ -16,14 +19,25 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from omlcore.config.errors import ConfigError
 from omlcore.errors import OmlcoreError
-from omlcore.registry import KINDS, Registry, get_registry
+from omlcore.plugins import get_registry
+from omlcore.registry import KINDS, Registry
 
-__all__ = ["INJECTED", "NESTED_KINDS", "PROVIDED", "accepts", "build_component", "check_component", "is_component"]
+__all__ = [
+    "INJECTED",
+    "NESTED_KINDS",
+    "PROVIDED",
+    "Spec",
+    "accepts",
+    "build_component",
+    "check_component",
+    "is_component",
+    "resolve",
+]
 
 #: Argument name -> kind of a nested component.
 NESTED_KINDS: dict[str, str] = {
@@ -72,15 +86,25 @@ def _args(node: Mapping[str, Any], path: str, source: str | None) -> dict[str, A
 
 
 def check_component(
-    kind: str, node: Any, path: str, *, source: str | None = None, registry: Registry | None = None
+    kind: str,
+    node: Any,
+    path: str,
+    *,
+    source: str | None = None,
+    registry: Registry | None = None,
+    given: Collection[str] = (),
 ) -> None:
-    """Check ``node`` as a ``kind`` component at config ``path`` (recursively); raise :class:`ConfigError`."""
+    """Check ``node`` as a ``kind`` component at config ``path`` (recursively); raise :class:`ConfigError`.
+
+    ``given``: keyword arguments the caller passes besides the spec's ``args`` (not reported as missing).
+    """
     registry = registry or get_registry()
+    a_kind = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
     if not isinstance(node, Mapping) or "name" not in node:
-        raise ConfigError(path, f"a {kind} is {{name: <registered {kind}>, args: {{...}}}}, got {node!r}", source)
+        raise ConfigError(path, f"{a_kind} is {{name: <registered {kind}>, args: {{...}}}}, got {node!r}", source)
     unknown = sorted(map(str, set(node) - {"name", "args"}))
     if unknown:
-        raise ConfigError(f"{path}.{unknown[0]}", f"unknown key; a {kind} has only 'name' and 'args'", source)
+        raise ConfigError(f"{path}.{unknown[0]}", f"unknown key; {a_kind} has only 'name' and 'args'", source)
     name = node["name"]
     if not isinstance(name, str):
         raise ConfigError(f"{path}.name", f"must be the name of a registered {kind}, got {name!r}", source)
@@ -95,7 +119,7 @@ def check_component(
         factory = entry.load()
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"{path}.name", f"{entry.describe()} cannot be loaded: {error}", source) from None
-    _check_arguments(factory, kind, name, args, path, source)
+    _check_arguments(factory, kind, name, args, path, source, given)
     for argument, value in args.items():
         nested = _nested_kind(registry, argument, value)
         if nested is not None:
@@ -117,7 +141,13 @@ def _parameters(factory: Callable[..., Any]) -> tuple[dict[str, inspect.Paramete
 
 
 def _check_arguments(
-    factory: Callable[..., Any], kind: str, name: str, args: Mapping[str, Any], path: str, source: str | None
+    factory: Callable[..., Any],
+    kind: str,
+    name: str,
+    args: Mapping[str, Any],
+    path: str,
+    source: str | None,
+    given: Collection[str] = (),
 ) -> None:
     found = _parameters(factory)
     if found is None:
@@ -139,7 +169,9 @@ def _check_arguments(
                 f"{kind} '{name}' takes no argument '{argument}'.{hint} Accepted: {', '.join(accepted) or '(none)'}",
                 source,
             )
-    missing = [p for p in accepted if parameters[p].default is inspect.Parameter.empty and p not in args]
+    missing = [
+        p for p in accepted if parameters[p].default is inspect.Parameter.empty and p not in args and p not in given
+    ]
     if missing:
         raise ConfigError(f"{path}.args", f"{kind} '{name}' needs the argument(s) {', '.join(missing)}", source)
     hints = _type_hints(factory, parameters)
@@ -254,3 +286,33 @@ def build_component(
         raise
     except (OmlcoreError, TypeError, ValueError, KeyError) as error:
         raise ConfigError(path, f"{kind} '{name}' could not be built: {error}", source) from error
+
+
+#: What :func:`resolve` accepts for a component: the object itself, a registered name, or ``{name, args}``.
+Spec = Any
+
+
+def resolve(kind: str, spec: Spec, *injected: Any, path: str | None = None, **extra: Any) -> Any:
+    """The ``kind`` component ``spec`` stands for: a registered name or a ``{name: ..., args: {...}}`` spec (nested
+    specs included) is built by :func:`build_component`; anything else is already the object and is returned as is.
+
+    >>> resolve("miner", {"name": "hard_triplets"})
+    HardTripletsMiner()
+
+    Args:
+        kind: the component kind (``"miner"``, ``"extractor"`` ...).
+        spec: the object, its registered name, or its spec.
+        injected: leading positional arguments for the factory (``params`` of an optimizer ...).
+        path: the name of the spec in errors (default: ``kind``).
+        extra: keyword arguments for the factory, added to the spec's ``args``.
+
+    Raises:
+        ConfigError: an unknown name, wrong arguments or a failing factory, naming ``path``.
+    """
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping):
+        return spec
+    where = path or kind
+    check_component(kind, spec, where, given=tuple(extra))
+    return build_component(kind, spec, where, *injected, **extra)

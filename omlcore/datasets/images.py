@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image
 from torch.utils.data import Dataset
 
+from omlcore.config import resolve
 from omlcore.datasets.csv_format import CheckImages, read_dataset_csv, validate_dataframe
 from omlcore.errors import DataValidationError
 from omlcore.keys import (
@@ -56,13 +57,7 @@ def resolve_transform(transform: TransformSpec) -> Callable[[Image.Image], Any]:
     if transform is None:
         return resize_normalize()
     if isinstance(transform, (str, Mapping)):
-        from omlcore.registry import get_registry
-
-        registry = get_registry()
-        if isinstance(transform, str):
-            built = registry.build("transform", transform)
-        else:
-            built = registry.build_from_config("transform", transform)
+        built = resolve("transform", transform)
         if not callable(built):
             raise TypeError(f"transform {transform!r} built a {type(built).__name__}, which is not callable")
         return built

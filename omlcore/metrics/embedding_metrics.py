@@ -15,9 +15,9 @@ repeating items) are dropped, so every rank computes exactly the one-process num
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-import inspect
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -25,6 +25,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
+from omlcore.config import accepts, resolve
+from omlcore.errors import OmlcoreError
 from omlcore.keys import CATEGORIES, EMBEDDINGS, INDEX, IS_GALLERY, IS_QUERY, LABELS, SEQUENCES
 from omlcore.metrics.fnmr import fnmr_at_fmr
 from omlcore.metrics.functional import (
@@ -426,15 +428,13 @@ def _build_backend(spec: KNNBackend | str | Mapping[str, Any] | None, metric: Di
     if spec is None:
         return ExactKNN(metric)
     if isinstance(spec, str | Mapping):
-        from omlcore.registry import get_registry
-
         config: dict[str, Any] = {"name": spec} if isinstance(spec, str) else dict(spec)
-        registry = get_registry()
-        factory = registry.load("knn_backend", config["name"]) if "name" in config else None
-        args = dict(config.get("args") or {})
-        if factory is not None and "metric" in inspect.signature(factory).parameters:
-            args.setdefault("metric", metric)
-        backend = registry.build_from_config("knn_backend", {**config, "args": args})
+        name, args = config.get("name"), config.get("args")
+        if isinstance(name, str) and isinstance(args, Mapping | None):
+            with contextlib.suppress(OmlcoreError):  # an unknown name: resolve() says so
+                if accepts("knn_backend", name, "metric"):
+                    config["args"] = {"metric": metric, **(args or {})}
+        backend = resolve("knn_backend", config, path="knn_backend")
     else:
         backend = spec
     if not isinstance(backend, KNNBackend):

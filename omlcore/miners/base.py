@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from omlcore.config import resolve
 from omlcore.functional.linear import fused_linear
 from omlcore.protocols import Miner, Triplets
 
@@ -285,9 +286,7 @@ class TripletMiner(ABC):
 def build_miner(owner: str, miner: Miner | Mapping[str, Any]) -> Miner:
     """A miner object, or one built from an OML-style config ``{"name": ..., "args": {...}}`` via the registry."""
     if isinstance(miner, Mapping):
-        from omlcore.registry import get_registry
-
-        built: Miner = get_registry().build_from_config("miner", miner)
+        built: Miner = resolve("miner", miner)
         return built
     if not callable(miner):
         raise TypeError(f"{owner}: miner must be a Miner (callable) or a config mapping, got {type(miner).__name__}")

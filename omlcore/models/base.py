@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omlcore.config import resolve
 from omlcore.models.hub import CheckpointError, load_checkpoint
 
 __all__ = [
@@ -105,9 +106,8 @@ def load_state_dict_strictly(module: nn.Module, state_dict: Mapping[str, Tensor]
 
 def build_extractor(name: str, args: Mapping[str, Any] | None = None) -> nn.Module:
     """Build the extractor registered as ``name`` (``"vits16"``, ``"resnet50"``, a plugin's ...) with ``args``."""
-    from omlcore.registry import get_registry
-
-    return get_registry().build("extractor", name, **dict(args or {}))
+    built: nn.Module = resolve("extractor", {"name": name, "args": dict(args or {})})
+    return built
 
 
 class ExtractorBase(nn.Module):

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from omlcore.models.base import ExtractorBase, Weights, build_extractor, strip_prefix
+from omlcore.config import resolve
+from omlcore.models.base import ExtractorBase, Weights, strip_prefix
 
 __all__ = ["ExtractorWithMLP", "mlp"]
 
@@ -55,12 +56,7 @@ class ExtractorWithMLP(ExtractorBase):
         normalise_features: bool = False,
         dropout: float = 0.0,
     ) -> None:
-        if isinstance(extractor, str):
-            extractor = build_extractor(extractor)
-        elif isinstance(extractor, Mapping):
-            from omlcore.registry import get_registry
-
-            extractor = get_registry().build_from_config("extractor", extractor)
+        extractor = resolve("extractor", extractor, path="extractor_with_mlp.args.extractor")
         in_features = getattr(extractor, "feat_dim", None)
         if not isinstance(extractor, nn.Module) or not isinstance(in_features, int):
             raise TypeError(f"ExtractorWithMLP needs an nn.Module with an int feat_dim, got {type(extractor).__name__}")

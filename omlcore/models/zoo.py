@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from omlcore.config import resolve
 from omlcore.errors import UnknownComponentError
 from omlcore.models.hub import HashAlgorithm, checkpoints_dir, download
 from omlcore.transforms.ops import CLIP_MEAN, CLIP_STD
@@ -390,10 +391,9 @@ def from_pretrained(name: str, *, progress: bool = True, **overrides: Any) -> Ex
 
 def transforms_for_pretrained(name: str) -> Callable[[Any], Any]:
     """The preprocessing that goes with zoo model ``name`` (PIL image -> normalised tensor)."""
-    from omlcore.registry import get_registry
-
     model = get_pretrained(name)
-    return get_registry().build("transform", model.transform, **model.transform_args)
+    built: Callable[[Any], Any] = resolve("transform", {"name": model.transform, "args": dict(model.transform_args)})
+    return built
 
 
 def _register_builtin() -> None:

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from omlcore.config import resolve
 from omlcore.configs import example_config_names, example_config_path, load_example_config
 from omlcore.datasets.converters import CONVERTERS
 from omlcore.models import list_pretrained
-from omlcore.registry import get_registry
+from omlcore.plugins import get_registry
 
 #: The key a component sits under -> its registry kind.
 KIND_OF_KEY = {
@@ -95,9 +96,8 @@ def test_the_recipes_follow_oml(name: str) -> None:
 
 
 def test_the_light_components_build() -> None:
-    registry = get_registry()
     for name in NAMES:
         config = load_example_config(name)
-        registry.build_from_config("loss", config["loss"])
-        registry.build_from_config("metric", config["metric"])
-        registry.build_from_config("transform", config["transforms_train"])
+        resolve("loss", config["loss"])
+        resolve("metric", config["metric"])
+        resolve("transform", config["transforms_train"])

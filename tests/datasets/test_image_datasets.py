@@ -12,8 +12,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 
 from omlcore import keys
+from omlcore.config import ConfigError
 from omlcore.datasets import ImageBaseDataset, ImageLabeledDataset, ImageQueryGalleryDataset
-from omlcore.errors import DataValidationError, UnknownComponentError
+from omlcore.errors import DataValidationError
 from omlcore.registry import Registry
 from omlcore.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 
@@ -120,12 +121,12 @@ def test_transform_receives_an_rgb_pil_image(image_set, tmp_path: Path) -> None:
 
 @pytest.fixture
 def transform_registry(monkeypatch: pytest.MonkeyPatch) -> Registry:
-    """A registry with the presets registered, returned by ``omlcore.registry.get_registry``."""
+    """A registry with the presets registered, the one the resolver uses."""
     registry = Registry()
     registrar = registry.registrar("transform", "test")
     for name in ("resize_normalize", "to_tensor"):
         registrar.register(name, f"omlcore.transforms.presets:{name}")
-    monkeypatch.setattr("omlcore.registry.get_registry", lambda: registry)
+    monkeypatch.setattr("omlcore.config.components.get_registry", lambda: registry)
     return registry
 
 
@@ -134,7 +135,7 @@ def test_transform_by_registered_name_or_config(image_set, transform_registry: R
     np.testing.assert_array_equal(pixels_of(by_name[0][keys.IMAGES]), image_set.pixels["label_0/0.png"])
     by_config = ImageLabeledDataset(image_set.csv, transform={"name": "resize_normalize", "args": {"size": 32}})
     assert by_config[0][keys.IMAGES].shape == (3, 32, 32)
-    with pytest.raises(UnknownComponentError, match=r"Unknown transform 'to_tensr'\. Did you mean: to_tensor"):
+    with pytest.raises(ConfigError, match=r"Unknown transform 'to_tensr'\. Did you mean: to_tensor"):
         ImageLabeledDataset(image_set.csv, transform="to_tensr")
 
 

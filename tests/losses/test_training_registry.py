@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from omlcore.config import resolve
 from omlcore.losses import TripletLossWithMiner
 from omlcore.miners import CrossBatchMemoryMiner, NHardTripletsMiner
+from omlcore.plugins import get_registry
 from omlcore.protocols import Loss, Miner, Sampler
-from omlcore.registry import get_registry
 
 SAMPLERS = {"balance", "category_balance", "distinct_category_balance"}
 MINERS = {"all_triplets", "hard_triplets", "n_hard_triplets", "hard_cluster", "cross_batch_memory", "pairs"}
@@ -58,7 +59,7 @@ def test_oml_style_nested_configs() -> None:
             },
         },
     }
-    loss = get_registry().build_from_config("loss", config)
+    loss = resolve("loss", config)
     assert isinstance(loss, TripletLossWithMiner) and isinstance(loss.miner, CrossBatchMemoryMiner)
     assert isinstance(loss.miner.miner, NHardTripletsMiner) and loss.miner.miner.positive_slice == slice(0, 2)
     value = loss(torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))

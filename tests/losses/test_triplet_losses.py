@@ -141,7 +141,7 @@ def test_pml_miner_through_the_registry_and_pml_loss_agree() -> None:
     pml = pytest.importorskip("pytorch_metric_learning")
     from pytorch_metric_learning import distances, losses, reducers
 
-    from omlcore.registry import get_registry
+    from omlcore.plugins import get_registry
 
     torch.manual_seed(0)
     labels = torch.arange(8).repeat_interleave(4)

@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import Tensor
 
+from omlcore.config import resolve
 from omlcore.metrics import PML_METRICS, EmbeddingMetrics
+from omlcore.plugins import get_registry
 from omlcore.protocols import MetricAccumulator
-from omlcore.registry import get_registry
 from omlcore.retrieval import ExactKNN, RetrievalInputError, RetrievalResults
 
 KW: dict[str, Any] = {
@@ -77,7 +78,7 @@ def test_is_a_metric_accumulator_and_registered() -> None:
     assert isinstance(metrics, MetricAccumulator)
     assert set(metrics.state_reductions) == set(metrics.get_state())
     assert set(metrics.state_reductions.values()) == {"cat"}
-    built = get_registry().build_from_config("metric", {"name": "embedding_metrics", "args": {"cmc_top_k": [1]}})
+    built = resolve("metric", {"name": "embedding_metrics", "args": {"cmc_top_k": [1]}})
     assert isinstance(built, EmbeddingMetrics) and built.cmc_top_k == (1,)
     assert isinstance(get_registry().build("knn_backend", "exact", metric="cosine"), ExactKNN)
 

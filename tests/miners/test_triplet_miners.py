@@ -303,7 +303,7 @@ def test_all_triplets_equal_pml_all_triplets_indices() -> None:
 
 def test_pml_miner_through_the_registry_returns_triplets() -> None:
     pytest.importorskip("pytorch_metric_learning")
-    from omlcore.registry import get_registry
+    from omlcore.plugins import get_registry
 
     x, labels = batch()
     miner = get_registry().build("miner", "pml.BatchHardMiner")

@@ -24,8 +24,8 @@ from omlcore.models import (
 )
 from omlcore.models.clip import CLIPAttention
 from omlcore.models.vit import Attention, interpolate_pos_embed
+from omlcore.plugins import get_registry
 from omlcore.protocols import Extractor
-from omlcore.registry import get_registry
 
 # (registered name, feat_dim, input side): inputs as small as each architecture allows, so that the whole file
 # stays fast; ViT inputs differ from the stored 224 grid, so every ViT forward also interpolates positions.

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from omlcore.registry import get_registry
+from omlcore.config import resolve
+from omlcore.plugins import get_registry
 from omlcore.transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -87,5 +88,5 @@ def test_presets_are_registered_transforms() -> None:
     registry = get_registry()
     assert registry.build("transform", "resize_center_crop")(image(500, 400)).shape == (3, 224, 224)
     assert registry.build("transform", "letterbox_normalize", size=32)(image(50, 10)).shape == (3, 32, 32)
-    built = registry.build_from_config("transform", {"name": "pretrained", "args": {"name": "openai_vitb32_224"}})
+    built = resolve("transform", {"name": "pretrained", "args": {"name": "openai_vitb32_224"}})
     assert built(image(90, 60)).shape == (3, 224, 224)

@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from omlcore.config import resolve
 from omlcore.errors import UnknownComponentError
 from omlcore.models import (
     CheckpointError,
@@ -37,7 +38,7 @@ from omlcore.models import (
 )
 from omlcore.models.hub import download, file_hash
 from omlcore.models.zoo import OML_ZOO_SOURCE, unregister_pretrained
-from omlcore.registry import get_registry
+from omlcore.plugins import get_registry
 from omlcore.transforms import CLIP_MEAN, IMAGENET_MEAN, Compose, Normalize
 
 
@@ -281,10 +282,10 @@ def test_from_pretrained_end_to_end(server: FileServer, served_zoo: dict[str, by
     assert not again.normalise_features and len(server.requests) == 1
     by_weights = SmallCNN(feat_dim=16, widths=(8, 16), weights="test_small_cnn")
     _same_weights(by_weights, served_zoo["test_small_cnn"])
-    from_config = get_registry().build_from_config("extractor", {"name": "pretrained", "args": {"name": "tiny_cnn"}})
+    from_config = resolve("extractor", {"name": "pretrained", "args": {"name": "tiny_cnn"}})
     _same_weights(from_config, served_zoo["test_small_cnn"])
     config = {"name": "small_cnn", "args": {**CNN_ARGS, "weights": "test_small_cnn"}}  # weights= in a config
-    _same_weights(get_registry().build_from_config("extractor", config), served_zoo["test_small_cnn"])
+    _same_weights(resolve("extractor", config), served_zoo["test_small_cnn"])
     head_on_pretrained_trunk = ExtractorWithMLP(config, mlp_features=[4], freeze_trunk=True)
     _same_weights(head_on_pretrained_trunk.extractor, served_zoo["test_small_cnn"])
     transform = get_registry().build("transform", "pretrained", name="test_small_cnn")

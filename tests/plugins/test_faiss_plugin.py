@@ -13,10 +13,10 @@ from types import ModuleType
 import pytest
 import torch
 
+from omlcore.config import resolve
 from omlcore.metrics import EmbeddingMetrics
-from omlcore.plugins import get_plugin_manager, registry_of
+from omlcore.plugins import get_plugin_manager, get_registry, registry_of
 from omlcore.protocols import KNNBackend
-from omlcore.registry import get_registry
 from omlcore.retrieval import ExactKNN, RetrievalInputError
 
 SOURCE = Path(__file__).resolve().parents[2] / "plugins" / "omlcore-faiss"
@@ -67,7 +67,7 @@ def test_installed_distribution_is_discovered_and_used_from_a_config() -> None:
     pytest.importorskip("faiss")
     info = get_plugin_manager().infos["faiss"]
     assert (info.distribution, info.module, info.status) == ("omlcore-faiss", "omlcore_faiss.plugin", "loaded")
-    backend = get_registry().build_from_config("knn_backend", {"name": "faiss.hnsw", "args": {"M": 16}})
+    backend = resolve("knn_backend", {"name": "faiss.hnsw", "args": {"M": 16}})
     assert isinstance(backend, KNNBackend) and backend.M == 16
 
 

@@ -164,7 +164,7 @@ def test_optimizer_specifications_and_construction_errors(toy_root: Path) -> Non
     ).configure_optimizers()
     assert isinstance(configured["optimizer"], torch.optim.SGD)
     assert configured["lr_scheduler"]["scheduler"].step_size == 2
-    with pytest.raises(ValueError, match="the optimizer config must be"):
+    with pytest.raises(ValueError, match=r"config optimizer: an optimizer is \{name: <registered optimizer>"):
         RetrievalModule(model, loss, optimizer={"nam": "sgd"}).configure_optimizers()
     with pytest.raises(IncompatibleComponentError, match="callable as loss"):
         RetrievalModule(model, "triplet")  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import torch
 
 import omlcore_lightning.plugin as lightning_plugin
 from omlcore import hookspecs
+from omlcore.config import resolve
 from omlcore.errors import MissingDependencyError
 from omlcore.plugins import registry_of
 from omlcore.registry import Registry
@@ -111,7 +112,7 @@ def test_builds_other_callbacks() -> None:
     early = registry.build("callback", "lightning.EarlyStopping", monitor="val_loss", patience=2)
     assert type(early) is pl_callbacks.EarlyStopping and early.patience == 2
     assert type(registry.build("callback", "lightning.LearningRateMonitor")) is pl_callbacks.LearningRateMonitor
-    bar = registry.build_from_config("callback", {"name": "lightning.TQDMProgressBar", "args": {"refresh_rate": 5}})
+    bar = resolve("callback", {"name": "lightning.TQDMProgressBar", "args": {"refresh_rate": 5}})
     assert type(bar) is pl_callbacks.TQDMProgressBar and bar.refresh_rate == 5
     with pytest.raises(TypeError, match="patiense") as error:
         registry.build("callback", "lightning.EarlyStopping", monitor="val_loss", patiense=2)

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from omlcore.config import ConfigError, resolve
 from omlcore.datasets import ImageLabeledDataset
 from omlcore.losses import TripletLossWithMiner
 from omlcore.miners import CrossBatchMemoryMiner, HardClusterMiner, HardTripletsMiner, PairsMiner
 from omlcore.models import SmallCNN
 from omlcore.protocols import Loss, Pairs, Triplets
-from omlcore.registry import get_registry
 from omlcore.samplers import BalanceSampler
 from omlcore_pml import IncompatibleComponentError, PMLLoss, PMLMiner, as_miner
 from omlcore_pml.names import PML_LOSSES, PML_LOSSES_WITHOUT_INDICES_TUPLE, PML_LOSSES_WITHOUT_LABELS
@@ -225,8 +225,7 @@ def test_an_unfit_raw_pml_loss_is_refused_before_the_first_step(toy_root: Path) 
 
 
 def test_configs_build_a_pml_loss_fed_by_a_miner() -> None:
-    registry = get_registry()
-    loss = registry.build_from_config(
+    loss = resolve(
         "loss",
         {
             "name": "pml.PMLLoss",
@@ -240,7 +239,7 @@ def test_configs_build_a_pml_loss_fed_by_a_miner() -> None:
     embeddings, labels = batch()
     reference = TripletLossWithMiner(margin=0.1, miner=HardTripletsMiner())
     assert torch.isfinite(loss(embeddings, labels)) and torch.isfinite(reference(embeddings, labels))
-    pml_miner = registry.build_from_config(
+    pml_miner = resolve(
         "loss",
         {
             "name": "pml.PMLLoss",
@@ -249,5 +248,5 @@ def test_configs_build_a_pml_loss_fed_by_a_miner() -> None:
     )
     assert isinstance(pml_miner.miner, PMLMiner)
     assert "miner" in inspect.signature(PMLLoss).parameters
-    with pytest.raises(IncompatibleComponentError, match="VICRegLoss does not fit"):
-        registry.build_from_config("loss", {"name": "pml.PMLLoss", "args": {"loss": {"name": "pml.VICRegLoss"}}})
+    with pytest.raises(ConfigError, match="VICRegLoss does not fit"):
+        resolve("loss", {"name": "pml.PMLLoss", "args": {"loss": {"name": "pml.VICRegLoss"}}})
