@@ -1,8 +1,9 @@
 """The class names of PML 2.x's concrete losses and miners, kept static so that registering imports nothing.
 
-``tests/adapters/pml/test_pml_plugin.py`` checks that they equal the concrete subclasses of
-``BaseMetricLossFunction`` / ``BaseMiner`` that the installed PML exports, and ``tests/adapters/pml/test_pml_fit.py``
-that the losses listed as rejecting labels or ``indices_tuple`` are exactly those that do, so they cannot drift.
+``tests/adapters/pml_adapter/test_pml_plugin.py`` checks that they equal the concrete subclasses of
+``BaseMetricLossFunction`` / ``BaseMiner`` that the installed PML exports, and
+``tests/adapters/pml_adapter/test_pml_adapter.py`` that the losses listed as rejecting labels or ``indices_tuple`` are
+exactly those that do, so they cannot drift.
 """
 
 __all__ = ["PML_LOSSES", "PML_LOSSES_WITHOUT_INDICES_TUPLE", "PML_LOSSES_WITHOUT_LABELS", "PML_MINERS"]
