@@ -1,4 +1,10 @@
-"""The core's own plugin: registers omlcore's built-in components, in-process (no entry point)."""
+"""The core's own plugin: registers omlcore's built-in components, in-process (no entry point).
+
+Besides omlcore's own samplers, miners, losses, metrics, extractors, transforms and kNN backend, it registers
+torch.optim's optimizers (kind ``optimizer``, built as ``factory(params, **args)``) and learning-rate schedulers
+(kind ``scheduler``, ``factory(optimizer, **args)``): torch is the core's tensor library, so every runner has them.
+The runners come with the adapters' plugins (``torch``, ``lightning``).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,16 @@ from omlcore.hookspecs import hookimpl
 from omlcore.registry import Registrar
 
 __all__ = [
+    "OPTIMIZERS",
+    "SCHEDULERS",
     "register_extractors",
     "register_knn_backends",
     "register_losses",
     "register_metrics",
     "register_miners",
-    "register_runners",
+    "register_optimizers",
     "register_samplers",
+    "register_schedulers",
     "register_transforms",
 ]
 
@@ -156,16 +165,47 @@ def register_knn_backends(registry: Registrar) -> None:
     registry.register("exact", "omlcore.retrieval:ExactKNN", summary="exact chunked top-k (l2, cosine; CPU and CUDA)")
 
 
+#: name -> (class in torch.optim, summary)
+OPTIMIZERS: dict[str, tuple[str, str]] = {
+    "adam": ("Adam", "Adam: adaptive moment estimation"),
+    "adamw": ("AdamW", "AdamW: Adam with decoupled weight decay"),
+    "sgd": ("SGD", "stochastic gradient descent, optionally with (Nesterov) momentum"),
+    "rmsprop": ("RMSprop", "RMSprop: gradients scaled by a running average of their square"),
+    "adagrad": ("Adagrad", "Adagrad: per-parameter rates from accumulated squared gradients"),
+    "adadelta": ("Adadelta", "Adadelta: Adagrad with a decaying window of squared gradients"),
+    "adamax": ("Adamax", "Adamax: Adam with the infinity norm"),
+    "radam": ("RAdam", "RAdam: Adam with a rectified adaptive learning rate"),
+    "nadam": ("NAdam", "NAdam: Adam with Nesterov momentum"),
+    "lbfgs": ("LBFGS", "L-BFGS quasi-Newton method (step() needs a closure)"),
+}
+
+#: name -> (class in torch.optim.lr_scheduler, summary)
+SCHEDULERS: dict[str, tuple[str, str]] = {
+    "step": ("StepLR", "multiply the LR by gamma every step_size epochs"),
+    "multistep": ("MultiStepLR", "multiply the LR by gamma at each of the milestones"),
+    "exponential": ("ExponentialLR", "multiply the LR by gamma every epoch"),
+    "cosine": ("CosineAnnealingLR", "cosine annealing from the initial LR to eta_min over T_max epochs"),
+    "cosine_warm_restarts": ("CosineAnnealingWarmRestarts", "cosine annealing with warm restarts (SGDR)"),
+    "onecycle": ("OneCycleLR", "the 1cycle policy: warm up to max_lr, then anneal"),
+    "plateau": ("ReduceLROnPlateau", "reduce the LR when a monitored metric stops improving"),
+    "linear": ("LinearLR", "scale the LR linearly from start_factor to end_factor (warm-up)"),
+    "cyclic": ("CyclicLR", "cycle the LR between base_lr and max_lr"),
+    "polynomial": ("PolynomialLR", "decay the LR polynomially to zero over total_iters"),
+    "constant": ("ConstantLR", "scale the LR by a constant factor for total_iters epochs"),
+    "lambda": ("LambdaLR", "set the LR to the initial LR times lr_lambda(epoch)"),
+}
+
+
+def _register_classes(registry: Registrar, module: str, table: dict[str, tuple[str, str]]) -> None:
+    for name, (class_name, summary) in table.items():
+        registry.register(name, f"{module}:{class_name}", summary=summary)
+
+
 @hookimpl
-def register_runners(registry: Registrar) -> None:
-    registry.register(
-        "torch",
-        "omlcore.pipelines.runners:TorchRunner",
-        summary="pipelines in plain PyTorch (omlcore_torch); DDP under torchrun",
-    )
-    # No `requires`: the core plugin stays available without Lightning; building the runner says what to install.
-    registry.register(
-        "lightning",
-        "omlcore.pipelines.lightning_runner:LightningRunner",
-        summary='pipelines in a Lightning Trainer (devices, strategy, precision); needs "omlcore[lightning]"',
-    )
+def register_optimizers(registry: Registrar) -> None:
+    _register_classes(registry, "torch.optim", OPTIMIZERS)
+
+
+@hookimpl
+def register_schedulers(registry: Registrar) -> None:
+    _register_classes(registry, "torch.optim.lr_scheduler", SCHEDULERS)

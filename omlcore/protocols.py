@@ -8,24 +8,34 @@ own components against it.
 
 Mined indices travel in :class:`Triplets` and :class:`Pairs`. They *are* the tuples that PML uses
 (``(a, p, n)`` and ``(a1, p, a2, n)``), so they can be passed as PML's ``indices_tuple`` unchanged.
+
+The pipelines (``omlcore train / validate / predict``) hand their loops to a :class:`Runner`, which an adapter's
+plugin registers (``torch`` by ``omlcore_torch``, ``lightning`` by ``omlcore_lightning``); what training needs
+travels in a framework-neutral :class:`FitJob`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
     "Extractor",
+    "FitJob",
     "KNNBackend",
     "Loss",
     "MetricAccumulator",
     "Miner",
     "Pairs",
     "Reduction",
+    "Runner",
     "Sampler",
     "Triplets",
     "indices_from_pml",
@@ -346,3 +356,82 @@ class KNNBackend(Protocol):
     def search(
         self, queries: Tensor, gallery: Tensor, k: int, exclude: Sequence[tuple[Tensor, Tensor]] | None = None
     ) -> tuple[Tensor, Tensor]: ...
+
+
+@dataclass
+class FitJob:
+    """Everything a :class:`Runner` needs to train, in plain PyTorch objects.
+
+    Attributes:
+        model: the extractor; loss: the loss (a trainable loss, e.g. ArcFace, is optimised too).
+        build_optimizer: trainable parameters -> optimizer; build_scheduler: optimizer -> scheduler (or None).
+        train_loader: batches of the training split; val_dataset, metric: validation after every epoch (both
+            or neither).
+        batch_size, num_workers: of the validation loader.
+        checkpoint_dir: where the runner writes its resumable checkpoint (``Runner.checkpoint_name``).
+        resume: a checkpoint of this runner to continue from (None: start fresh).
+        on_epoch: called after each epoch, in every process, once the epoch's checkpoint is written, with its
+            record: ``epoch`` (0-based), ``loss``, the loss's statistics and the flat validation metrics.
+    """
+
+    model: nn.Module
+    loss: Loss
+    build_optimizer: Callable[[list[nn.Parameter]], Optimizer]
+    build_scheduler: Callable[[Optimizer], Any] | None
+    train_loader: DataLoader[Any]
+    val_dataset: Dataset[Any] | None
+    metric: MetricAccumulator | None
+    batch_size: int
+    num_workers: int
+    checkpoint_dir: Path
+    resume: Path | None
+    on_epoch: Callable[[dict[str, float]], None]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters that need gradients: the model's, then a trainable loss's."""
+        modules = [self.model, self.loss] if isinstance(self.loss, nn.Module) else [self.model]
+        return [p for module in modules for p in module.parameters() if p.requires_grad]
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Drives the pipelines' loops in one framework; registered as kind ``runner`` by an adapter's plugin.
+
+    Under a distributed launcher every process runs the pipeline: the collective steps (training, evaluation,
+    inference) run everywhere, while only the primary process (:meth:`is_primary`) prints and writes the run
+    folder, whose path every process learns through :meth:`share_run_dir`.
+
+    Attributes:
+        epochs: training epochs in total (a resumed run counts the epochs done).
+        checkpoint_name: the runner's resumable checkpoint in ``FitJob.checkpoint_dir`` (``last.pt`` ...).
+    """
+
+    epochs: int
+    checkpoint_name: str
+
+    def fit(self, job: FitJob) -> None:
+        """Train ``job.model`` for :attr:`epochs` epochs, resuming ``job.resume`` when it is set: a resumed run
+        restores the model, optimizer and scheduler of the checkpoint even when no epoch is left to train."""
+        ...
+
+    def evaluate(
+        self, model: nn.Module, dataset: Dataset[Any], metric: MetricAccumulator, batch_size: int, num_workers: int
+    ) -> dict[str, Any]:
+        """``metric.compute()`` over the embeddings of ``dataset`` (equal in every process)."""
+        ...
+
+    def inference(self, model: nn.Module, dataset: Dataset[Any], batch_size: int, num_workers: int) -> Tensor:
+        """The embeddings of ``dataset`` ``(N, D)``, in dataset order, on the CPU (in every process)."""
+        ...
+
+    def is_primary(self) -> bool:
+        """Whether this process writes files and prints: process 0 of a distributed run, or the only one."""
+        ...
+
+    def share_run_dir(self, path: Path) -> Path:
+        """The run folder of the primary process, in every process (``path``: this process's own choice)."""
+        ...
+
+    def extractor_weights(self, checkpoint: Mapping[str, Any]) -> Mapping[str, Tensor] | None:
+        """The extractor's state dict inside a loaded checkpoint of this runner, or None if it is not one."""
+        ...

@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pluggy
 import pytest
 
+from omlcore import hookspecs
 from omlcore.plugins import ENV_ALLOW, ENV_DISABLE, ENV_NO_AUTOLOAD, ENV_TRACE, reset_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,3 +106,19 @@ def broken_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=300,
     )
     return target
+
+
+@pytest.fixture
+def hookimpl_counts() -> Callable[[object, str], dict[str, int]]:
+    """Register ``plugin`` as ``name`` on a bare pluggy manager with omlcore's hookspecs, check that every hookimpl
+    is a known hook with the right argument names, and count the implementations of each hook it implements."""
+
+    def count(plugin: object, name: str) -> dict[str, int]:
+        manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        manager.add_hookspecs(hookspecs)
+        manager.register(plugin, name=name)
+        manager.check_pending()
+        hooks = {hook: len(caller.get_hookimpls()) for hook, caller in vars(manager.hook).items()}
+        return {hook: n for hook, n in hooks.items() if n}
+
+    return count

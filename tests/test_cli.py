@@ -63,6 +63,12 @@ def test_plugins_json_and_kind_filter(capsys: pytest.CaptureFixture[str]) -> Non
     assert demo["distribution"] == "omlcore-demo-plugin" and demo["available"] is True
 
 
+def test_each_runner_comes_from_its_adapters_plugin(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--json", "--kind", "runner"]) == 0
+    runners = {c["name"]: c["plugin"] for c in json.loads(capsys.readouterr().out)["components"]}
+    assert runners == {"torch": "torch", "lightning": "lightning"}
+
+
 def test_unknown_kind_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plugins", "--kind", "losses"]) == 2
     assert "error: Unknown component kind 'losses'. Did you mean: loss" in capsys.readouterr().err

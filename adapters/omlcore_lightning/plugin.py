@@ -1,5 +1,6 @@
 """Plugin ``lightning``: registers Lightning callbacks (kind ``callback``) and loggers (kind ``logger``), plus omlcore's
-own callback ``lightning.MetricValCallback`` (:class:`omlcore_lightning.MetricValCallback`).
+own callback ``lightning.MetricValCallback`` (:class:`omlcore_lightning.MetricValCallback`) and the pipelines'
+``lightning`` runner (kind ``runner``, :class:`omlcore_lightning.runner.LightningRunner`).
 
 Names are ``lightning.<ClassName>`` with targets in ``lightning.pytorch.callbacks`` / ``lightning.pytorch.loggers``,
 registered as import strings: listing them never imports Lightning. Without Lightning (or a component's own
@@ -15,7 +16,7 @@ from omlcore.hookspecs import hookimpl
 if TYPE_CHECKING:
     from omlcore.registry import Registrar
 
-__all__ = ["CALLBACKS", "EXTRA", "LOGGERS", "register_callbacks", "register_loggers"]
+__all__ = ["CALLBACKS", "EXTRA", "LOGGERS", "register_callbacks", "register_loggers", "register_runners"]
 
 EXTRA = "lightning"
 
@@ -65,3 +66,14 @@ def register_loggers(registry: Registrar) -> None:
             extra=EXTRA,
             summary=summary,
         )
+
+
+@hookimpl
+def register_runners(registry: Registrar) -> None:
+    registry.register(
+        "lightning",
+        "omlcore_lightning.runner:LightningRunner",
+        requires=("lightning",),
+        extra=EXTRA,
+        summary="pipelines in a Lightning Trainer (devices, strategy, precision)",
+    )

@@ -2,12 +2,13 @@
 
 - :func:`fit`: a small training loop (epochs, AMP on CUDA, gradient clipping, validation, checkpoints, exact resume).
 - :func:`inference`: the embeddings of a dataset, in dataset order, DDP-aware; :func:`evaluate`: its metrics.
+- :class:`Callback`: hooks into :func:`fit` (epoch start / end, after validation, after each checkpoint).
 - :mod:`omlcore_torch.distributed`: shard loaders across ranks, gather uneven tensors, merge metric states exactly.
+- :class:`TorchRunner`: the config pipelines' ``torch`` runner, which drives these loops (DDP under ``torchrun``).
 
-Its plugin, :mod:`omlcore_torch.plugin` (entry point ``torch``), registers torch.optim optimizers and learning-rate
-schedulers by name (the config pipelines' ``torch`` runner drives these loops). Torch is a core dependency, so
-everything here is always available; the names above are imported on first use, so loading the plugin imports
-nothing.
+Its plugin, :mod:`omlcore_torch.plugin` (entry point ``torch``), registers the runner by name. Torch is a core
+dependency, so everything here is always available; the names above are imported on first use, so loading the
+plugin imports nothing.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from omlcore_torch.callbacks import Callback, FitState
     from omlcore_torch.checks import IncompatibleComponentError
     from omlcore_torch.distributed import all_gather_padded, shard_eval_loader, shard_train_loader, sync_accumulator
     from omlcore_torch.evaluation import evaluate, inference
+    from omlcore_torch.runner import TorchRunner
     from omlcore_torch.training import fit, load_checkpoint
 
 __all__ = [
+    "Callback",
+    "FitState",
     "IncompatibleComponentError",
+    "TorchRunner",
     "all_gather_padded",
     "evaluate",
     "fit",
@@ -34,6 +40,9 @@ __all__ = [
 ]
 
 _HOMES = {
+    "Callback": "omlcore_torch.callbacks",
+    "FitState": "omlcore_torch.callbacks",
+    "TorchRunner": "omlcore_torch.runner",
     "IncompatibleComponentError": "omlcore_torch.checks",
     "all_gather_padded": "omlcore_torch.distributed",
     "shard_eval_loader": "omlcore_torch.distributed",

@@ -4,8 +4,9 @@
 :class:`~omlcore.protocols.MetricAccumulator`. A checkpoint is written after every epoch (model, loss, optimizer,
 scheduler, AMP scaler, epoch, history and every rank's RNG states); resuming from it continues exactly where the
 uninterrupted run would be: the sampler gets the same epoch (``set_epoch``), the random streams are restored, so
-the resumed run reproduces the uninterrupted one. Under ``torch.distributed`` (e.g. ``torchrun``) the model and
-loss are wrapped in ``DistributedDataParallel`` and the training loader is sharded unless it already is.
+the resumed run reproduces the uninterrupted one. :mod:`omlcore_torch.callbacks` hook into the epochs. Under
+``torch.distributed`` (e.g. ``torchrun``) the model and loss are wrapped in ``DistributedDataParallel`` and the
+training loader is sharded unless it already is.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import math
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 
 from omlcore.keys import IMAGES, LABELS
 from omlcore.protocols import Loss, MetricAccumulator
+from omlcore_torch.callbacks import Callback, FitState, run_callbacks
 from omlcore_torch.checks import check_loss, check_optimizer_covers
 from omlcore_torch.distributed import rank_and_world_size, shard_train_loader
 from omlcore_torch.evaluation import evaluate, model_device
@@ -144,6 +146,7 @@ def fit(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    callbacks: Sequence[Callback] = (),
     input_key: str = IMAGES,
     labels_key: str = LABELS,
 ) -> list[dict[str, float]]:
@@ -165,6 +168,8 @@ def fit(
         checkpoint_dir: write ``checkpoint_dir/last.pt`` after every epoch (rank 0).
         resume: a checkpoint of :func:`fit` to continue from; ``epochs`` is the total, including the epochs done.
         progress: a progress bar per epoch with the running loss and the last metrics (rank 0 only).
+        callbacks: :class:`~omlcore_torch.callbacks.Callback` objects, called at the start and end of training and
+            of each epoch, after validation and after each checkpoint.
     """
     check_loss(loss)
     check_optimizer_covers(loss, optimizer)
@@ -176,6 +181,9 @@ def fit(
         raise ValueError("ReduceLROnPlateau steps on an epoch's record: use scheduler_interval='epoch'")
     if (val_dataset is None) != (metrics is None):
         raise ValueError("pass both val_dataset and metrics to validate, or neither")
+    foreign = [type(c).__name__ for c in callbacks if not isinstance(c, Callback)]
+    if foreign:
+        raise TypeError(f"callbacks must subclass omlcore_torch.callbacks.Callback; got {', '.join(foreign)}")
     target = torch.device(device) if device is not None else model_device(model)
     use_amp = target.type == "cuda" if amp is None else amp
     amp_dtype = torch.float16 if target.type == "cuda" else torch.bfloat16
@@ -199,9 +207,13 @@ def fit(
     start_epoch = 0
     if resume is not None:
         start_epoch, history = _restore(resume, model, loss, optimizer, scheduler, scaler, rank)
+    state = FitState(model, loss, optimizer, scheduler, epochs, start_epoch, history, rank, world_size)
+    run_callbacks(callbacks, "on_fit_start", state)
 
     last_metrics: dict[str, float] = {}
     for epoch in range(start_epoch, epochs):
+        state.epoch = epoch
+        run_callbacks(callbacks, "on_epoch_start", state)
         _set_epoch(train_loader, epoch)
         trainable.train()
         total, steps, logs = 0.0, 0, dict[str, float]()
@@ -242,6 +254,7 @@ def fit(
             )
             last_metrics = _scalars(results)
             record.update(last_metrics)
+            run_callbacks(callbacks, "on_validation_end", state, last_metrics)
         if scheduler is not None and scheduler_interval == "epoch":
             if isinstance(scheduler, ReduceLROnPlateau):
                 scheduler.step(record[monitor])
@@ -249,7 +262,7 @@ def fit(
                 scheduler.step()
         history.append(record)
         if checkpoint_dir is not None:
-            state = {
+            checkpoint = {
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "loss": loss.state_dict() if isinstance(loss, nn.Module) else {},
@@ -259,7 +272,14 @@ def fit(
                 "history": history,
                 "rng": _gather_rng_states(),  # every rank's, taken last: the next epoch starts from them
             }
-            _save(Path(checkpoint_dir) / CHECKPOINT_NAME, state, rank)
+            path = Path(checkpoint_dir) / CHECKPOINT_NAME
+            _save(path, checkpoint, rank)
+            if world_size > 1:
+                dist.barrier()  # every process's hook sees the written file
+            run_callbacks(callbacks, "on_checkpoint", state, path)
+        run_callbacks(callbacks, "on_epoch_end", state, record)
+    state.epoch = epochs
+    run_callbacks(callbacks, "on_fit_end", state)
     return history
 
 

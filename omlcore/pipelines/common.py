@@ -19,10 +19,12 @@ from tqdm.auto import tqdm
 
 from omlcore.config import Config, ConfigError, build_component, load_config
 from omlcore.config.schema import Pipeline
-from omlcore.pipelines.runners import EXTRACTOR_CHECKPOINT, Runner
+from omlcore.protocols import Runner
 
 __all__ = [
+    "BEST_CHECKPOINT",
     "CHECKPOINTS",
+    "EXTRACTOR_CHECKPOINT",
     "RunFolder",
     "build_runner",
     "dataset_csv",
@@ -35,62 +37,40 @@ __all__ = [
 
 #: The sub-folder of a run that holds its checkpoints.
 CHECKPOINTS = "checkpoints"
+#: The weights-only checkpoint of the trained extractor that every training run writes to ``checkpoints/``.
+EXTRACTOR_CHECKPOINT = "extractor.pt"
+#: The extractor's weights after the best epoch by ``metric_for_checkpointing`` (same format as ``extractor.pt``).
+BEST_CHECKPOINT = "best.pt"
 ConfigSource = Config | str | os.PathLike[str] | Mapping[str, Any]
-
-
-#: Set by the primary process to its run folder, so that the processes a distributed launcher starts later (which
-#: run the same pipeline) find it.
-RUN_DIR_ENV = "OMLCORE_RUN_DIR"
-
-
-def is_primary_process() -> bool:
-    """Whether this is process 0 of a distributed run (or not distributed): the one that prints and writes files.
-
-    Read from the launchers' environment variables before any process group exists, when ``WORLD_SIZE > 1``:
-    ``RANK`` (torchrun), else ``NODE_RANK`` and ``LOCAL_RANK`` (Lightning's ``ddp`` launcher, which starts the
-    other processes of the node by running the same command again).
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return True
-    if "RANK" in os.environ:
-        return os.environ["RANK"] == "0"
-    return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
 
 
 class RunFolder:
     """A run's own folder: ``config.yaml`` (resolved), ``log.txt`` (everything printed), metrics, checkpoints.
 
     In a distributed run every process runs the pipeline (the collective steps must match), but only the primary
-    one (:func:`is_primary_process`) creates the folder, prints and writes; the others share its path (through
-    :data:`RUN_DIR_ENV` for the processes Lightning's launcher starts later, broadcast under ``torchrun``).
+    one (:meth:`Runner.is_primary <omlcore.protocols.Runner.is_primary>`) creates the folder, prints and writes;
+    the others learn its path from the runner (:meth:`~omlcore.protocols.Runner.share_run_dir`).
     """
 
-    def __init__(self, path: Path, config: Config, pipeline: Pipeline) -> None:
-        self.path = path
+    def __init__(self, path: Path, config: Config, pipeline: Pipeline, runner: Runner) -> None:
         self.config = config
-        self.primary = is_primary_process()
+        self.primary = runner.is_primary()
+        self.path = runner.share_run_dir(path)
         if self.primary:
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / "config.yaml").write_text(
                 f"# omlcore {pipeline}: the resolved config of this run\n{config.to_yaml()}", encoding="utf-8"
             )
-            os.environ[RUN_DIR_ENV] = str(self.path)
 
     @classmethod
-    def create(cls, config: Config, pipeline: Pipeline) -> RunFolder:
+    def create(cls, config: Config, pipeline: Pipeline, runner: Runner) -> RunFolder:
         """``<output_dir>/<run_name>``, default ``<pipeline>-<config name>-<date-time>`` (made unique)."""
-        if not is_primary_process() and RUN_DIR_ENV in os.environ:
-            return cls(Path(os.environ[RUN_DIR_ENV]), config, pipeline)
         name = config["run_name"] or f"{pipeline}-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         base = Path(config["output_dir"]) / name
         path, number = base, 1
         while path.exists():
             path, number = base.with_name(f"{base.name}-{number}"), number + 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():  # torchrun: process 0's name
-            shared = [str(path)]
-            torch.distributed.broadcast_object_list(shared, src=0)
-            path = Path(shared[0])
-        return cls(path, config, pipeline)
+        return cls(path, config, pipeline, runner)
 
     @property
     def checkpoints(self) -> Path:
@@ -150,14 +130,18 @@ def prepare(config: ConfigSource, overrides: Sequence[str], pipeline: Pipeline) 
 
 def build_runner(config: Config) -> Runner:
     runner = build_component("runner", config["runner"], "runner", source=_source(config))
-    if not all(callable(getattr(runner, method, None)) for method in ("fit", "evaluate", "inference")):
+    if not isinstance(runner, Runner):
+        missing = [name for name in _RUNNER_METHODS if not callable(getattr(runner, name, None))]
         raise ConfigError(
             "runner.name",
-            f"'{config['runner.name']}' is not a pipeline runner (fit / evaluate / inference); use torch or lightning",
+            f"'{config['runner.name']}' is not a pipeline runner (omlcore.protocols.Runner): it lacks "
+            f"{', '.join(missing) or 'epochs / checkpoint_name'}; use torch or lightning",
             _source(config),
         )
-    result: Runner = runner
-    return result
+    return runner
+
+
+_RUNNER_METHODS = ("fit", "evaluate", "inference", "is_primary", "share_run_dir", "extractor_weights")
 
 
 def _source(config: Config) -> str | None:
@@ -184,8 +168,9 @@ def dataset_csv(config: Config) -> tuple[Path, Path | None]:
     return csv_path, Path(root) if root is not None else None
 
 
-def load_extractor(config: Config) -> nn.Module:
-    """The extractor of the config, with the weights of ``checkpoint`` when set."""
+def load_extractor(config: Config, runner: Runner) -> nn.Module:
+    """The extractor of the config, with the weights of ``checkpoint`` when set: a run folder (its
+    ``checkpoints/extractor.pt``), a state dict file (``extractor.pt``, ``best.pt``) or a checkpoint of ``runner``."""
     model: nn.Module = build_component("extractor", config["extractor"], "extractor", source=_source(config))
     if config["checkpoint"] is not None:
         path = Path(config["checkpoint"])
@@ -193,13 +178,17 @@ def load_extractor(config: Config) -> nn.Module:
             path = path / CHECKPOINTS / EXTRACTOR_CHECKPOINT
         if not path.is_file():
             raise ConfigError("checkpoint", f"no such file: '{path}'", _source(config))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state.get("state_dict"), Mapping):  # a Lightning checkpoint of RetrievalModule
-            state = {
-                k.removeprefix("extractor."): v for k, v in state["state_dict"].items() if k.startswith("extractor.")
-            }
-        elif isinstance(state.get("model"), Mapping):  # a checkpoint of omlcore_torch.fit
-            state = state["model"]
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        state = runner.extractor_weights(loaded) if isinstance(loaded, Mapping) else None
+        if state is None:
+            if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
+                raise ConfigError(
+                    "checkpoint",
+                    f"'{path}' is neither a state dict nor a checkpoint of runner '{config['runner.name']}'; pass a "
+                    f"run folder or its {CHECKPOINTS}/{EXTRACTOR_CHECKPOINT}, or the runner that wrote the file",
+                    _source(config),
+                )
+            state = loaded
         try:
             model.load_state_dict(state)
         except RuntimeError as error:

@@ -61,7 +61,7 @@ def predict(config: ConfigSource, overrides: Sequence[str] = ()) -> PredictResul
     data = Path(config["predict.data"]) if config["predict.data"] is not None else None
     if data is not None and not data.exists():
         raise ConfigError("predict.data", f"no such CSV file or image folder: '{data}'", source)
-    run = RunFolder.create(config, "predict")
+    run = RunFolder.create(config, "predict", runner)
     run.log(f"omlcore predict: {config.source or config.name} -> {run.path}")
     seed_everything(config["seed"])
     transform = build_component("transform", config["transforms_val"], "transforms_val", source=source)
@@ -77,7 +77,7 @@ def predict(config: ConfigSource, overrides: Sequence[str] = ()) -> PredictResul
             csv_path, root, transform, split=config["predict.split"], check_images=config["dataset.check_images"]
         )
         labels = dataset.get_labels()
-    model = load_extractor(config)
+    model = load_extractor(config, runner)
     embeddings = runner.inference(model, dataset, config["dataset.batch_size"], config["dataset.num_workers"])
     paths = list(dataset.paths)
     array = embeddings.float().numpy()

@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
 from omlcore.config import Config, ConfigError, accepts, build_component
 from omlcore.datasets import ImageLabeledDataset, ImageQueryGalleryDataset
-from omlcore.errors import DataValidationError
-from omlcore.keys import SPLIT_VALIDATION
+from omlcore.keys import SPLIT_COLUMN, SPLIT_VALIDATION
 from omlcore.pipelines.common import (
+    BEST_CHECKPOINT,
     CHECKPOINTS,
+    EXTRACTOR_CHECKPOINT,
     ConfigSource,
     RunFolder,
     dataset_csv,
@@ -33,8 +35,8 @@ from omlcore.pipelines.common import (
     prepare,
     seed_everything,
 )
-from omlcore.pipelines.runners import BEST_CHECKPOINT, EXTRACTOR_CHECKPOINT, FitJob, Runner
 from omlcore.pipelines.visuals import save_visualisations
+from omlcore.protocols import FitJob, Runner
 
 __all__ = ["TrainResult", "train"]
 
@@ -83,7 +85,10 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
     config, runner = prepare(config, overrides, "train")
     folder_to_continue, checkpoint = _resume_target(config, runner)
     csv_path, root = dataset_csv(config)
-    run = RunFolder(folder_to_continue, config, "train") if folder_to_continue else RunFolder.create(config, "train")
+    if folder_to_continue is not None:
+        run = RunFolder(folder_to_continue, config, "train", runner)
+    else:
+        run = RunFolder.create(config, "train", runner)
     run.log(f"omlcore train: {config.source or config.name} -> {run.path}")
     source = str(config.source) if config.source else None
 
@@ -93,14 +98,11 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
     val_transform = build_component("transform", config["transforms_val"], "transforms_val", source=source)
     check = config["dataset.check_images"]
     train_set = ImageLabeledDataset(csv_path, root, train_transform, check_images=check)
-    try:
-        val_set: ImageQueryGalleryDataset | None = ImageQueryGalleryDataset(
-            csv_path, root, val_transform, check_images=check
-        )
-    except DataValidationError as error:
-        if f"split == '{SPLIT_VALIDATION}'" not in str(error):
-            raise
-        val_set = None
+    val_set = (
+        ImageQueryGalleryDataset(csv_path, root, val_transform, check_images=check)
+        if _has_validation_rows(csv_path)
+        else None
+    )
     sampler_args: dict[str, Any] = {}
     if accepts("sampler", config["sampler.name"], "label2category"):
         sampler_args["label2category"] = _label2category(train_set, source)
@@ -108,7 +110,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
         "sampler", config["sampler"], "sampler", train_set.get_labels(), source=source, **sampler_args
     )
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=num_workers)
-    model = load_extractor(config)
+    model = load_extractor(config, runner)
     loss = build_component("loss", config["loss"], "loss", source=source)
     metric = build_component("metric", config["metric"], "metric", source=source) if val_set is not None else None
     run.log(f"data: {len(train_set)} training images, {len(val_set) if val_set else 0} validation images ({csv_path})")
@@ -225,6 +227,12 @@ def _previous_history(folder: Path) -> list[dict[str, Any]]:
         return []
     loaded = json.loads(path.read_text(encoding="utf-8"))
     return [dict(record) for record in loaded if isinstance(record, Mapping)]
+
+
+def _has_validation_rows(csv_path: Path) -> bool:
+    """Whether the (already validated) dataset CSV has rows of the validation split."""
+    split = pd.read_csv(csv_path, dtype=str, keep_default_na=False, usecols=[SPLIT_COLUMN])[SPLIT_COLUMN]
+    return bool(split.eq(SPLIT_VALIDATION).any())
 
 
 def _label2category(dataset: ImageLabeledDataset, source: str | None) -> dict[int, str]:

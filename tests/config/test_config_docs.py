@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from omlcore.config import OPTIONS
-from omlcore.pipelines.lightning_runner import LightningRunner
-from omlcore.pipelines.runners import TorchRunner
+from omlcore_lightning.runner import LightningRunner  # imports no Lightning: the core env documents it too
+from omlcore_torch.runner import TorchRunner
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text(encoding="utf-8")
 

@@ -2,7 +2,7 @@
 
 Every process runs the pipeline (Lightning's launcher starts the second one by running the same command again;
 ``torchrun`` starts both), and only process 0 creates the run folder, prints and writes
-(:func:`omlcore.pipelines.common.is_primary_process`): one folder, whose validation equals one process's.
+(the runner's ``is_primary``): one folder, whose validation equals one process's.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from omlcore.pipelines import validate
-from omlcore.pipelines.common import is_primary_process
+from omlcore_lightning.runner import LightningRunner
+from omlcore_torch.runner import TorchRunner
 
 from .conftest import run_folders
 
@@ -78,12 +79,36 @@ def test_train_validate_predict_with_two_processes(tiny_config: Path, how: str) 
         ({"WORLD_SIZE": "2", "LOCAL_RANK": "0", "NODE_RANK": "0"}, True),
     ],
 )
-def test_which_process_writes(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], primary: bool) -> None:
+def test_which_process_writes_under_lightning(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], primary: bool
+) -> None:
+    pytest.importorskip("lightning")
+    _set_launcher_env(monkeypatch, env)
+    assert LightningRunner(progress=False).is_primary() is primary
+
+
+@pytest.mark.parametrize(
+    ("env", "primary"),
+    [
+        ({}, True),
+        ({"RANK": "1"}, True),  # a stray RANK outside a distributed run
+        ({"WORLD_SIZE": "2", "RANK": "0"}, True),
+        ({"WORLD_SIZE": "2", "RANK": "1"}, False),
+    ],
+)
+def test_which_process_writes_under_torchrun(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], primary: bool
+) -> None:
+    runner = TorchRunner(progress=False)  # built outside the launcher: it joins no process group
+    _set_launcher_env(monkeypatch, env)
+    assert runner.is_primary() is primary
+
+
+def _set_launcher_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert is_primary_process() is primary
 
 
 def test_a_config_error_after_an_epoch_stops_every_torchrun_process(tiny_config: Path) -> None:

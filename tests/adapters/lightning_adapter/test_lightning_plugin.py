@@ -1,4 +1,4 @@
-"""The ``lightning`` plugin registers Lightning callbacks and loggers that work in a real Trainer."""
+"""The ``lightning`` plugin registers Lightning callbacks and loggers that work in a real Trainer, and the runner."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pluggy
 import pytest
 import torch
 
 import omlcore_lightning.plugin as lightning_plugin
-from omlcore import hookspecs
 from omlcore.config import resolve
 from omlcore.errors import MissingDependencyError
 from omlcore.plugins import registry_of
@@ -25,7 +23,10 @@ from lightning.pytorch import loggers as pl_loggers  # noqa: E402
 
 CALLBACKS = ["EarlyStopping", "LearningRateMonitor", "ModelCheckpoint", "RichProgressBar", "TQDMProgressBar"]
 LOGGERS = ["CSVLogger", "TensorBoardLogger"]
-OWN = {"lightning.MetricValCallback": ("callback", "omlcore_lightning.callback:MetricValCallback")}
+OWN = {
+    "lightning.MetricValCallback": ("callback", "omlcore_lightning.callback:MetricValCallback"),
+    "lightning": ("runner", "omlcore_lightning.runner:LightningRunner"),
+}
 HINT = 'pip install "omlcore[lightning]"'
 
 
@@ -33,13 +34,9 @@ def plugin_registry() -> Registry:
     return registry_of([("lightning", lightning_plugin)])
 
 
-def test_hookimpls_match_the_hookspecs() -> None:
-    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    manager.add_hookspecs(hookspecs)
-    manager.register(lightning_plugin, name="lightning")
-    manager.check_pending()  # every hookimpl is a known hook with the right argument names
-    assert len(manager.hook.register_callbacks.get_hookimpls()) == 1
-    assert len(manager.hook.register_loggers.get_hookimpls()) == 1
+def test_hookimpls_match_the_hookspecs(hookimpl_counts: Callable[[object, str], dict[str, int]]) -> None:
+    hooks = {"register_callbacks": 1, "register_loggers": 1, "register_runners": 1}
+    assert hookimpl_counts(lightning_plugin, "lightning") == hooks
 
 
 def test_registers_callbacks_and_loggers() -> None:
@@ -49,6 +46,8 @@ def test_registers_callbacks_and_loggers() -> None:
     )
     assert registry.names("logger") == [f"lightning.{name}" for name in LOGGERS]
     assert registry.get("callback", "lightning.MetricValCallback").load().__name__ == "MetricValCallback"
+    assert registry.names("runner") == ["lightning"]
+    assert registry.get("runner", "lightning").load().__name__ == "LightningRunner"
     assert len(registry) == len(CALLBACKS) + len(LOGGERS) + len(OWN)
     for entry in registry:
         if entry.name in OWN:

@@ -21,6 +21,7 @@ from omlcore.miners import AllTripletsMiner
 from omlcore.models import SmallCNN
 from omlcore.samplers import BalanceSampler
 from omlcore_torch import IncompatibleComponentError, evaluate, fit, inference, load_checkpoint
+from omlcore_torch.callbacks import Callback, FitState
 
 TRANSFORM = {"name": "resize_normalize", "args": {"size": 32}}
 AUGMENT = {"name": "train_augmentations", "args": {"size": 32, "scale": (0.5, 1.0)}}
@@ -170,3 +171,61 @@ def test_setup_errors_come_before_training(toy_root: Path) -> None:
     before = arcface.weight.detach().clone()
     fit(parts["model"], arcface, optimizer, parts["train_loader"], progress=False)
     assert not torch.equal(arcface.weight, before)  # the loss's parameters were trained
+
+
+class Recorder(Callback):
+    """Writes down every hook call: (hook, epoch, what it was given)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, Any]] = []
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.calls.append(("fit_start", state.epoch, len(state.history)))
+
+    def on_epoch_start(self, state: FitState) -> None:
+        self.calls.append(("epoch_start", state.epoch, None))
+
+    def on_validation_end(self, state: FitState, metrics: dict[str, float]) -> None:
+        self.calls.append(("validation_end", state.epoch, metrics["OVERALL/cmc/1"]))
+
+    def on_checkpoint(self, state: FitState, path: Path) -> None:
+        self.calls.append(("checkpoint", state.epoch, load_checkpoint(path)["epoch"]))
+
+    def on_epoch_end(self, state: FitState, record: dict[str, float]) -> None:
+        assert state.history[-1] is record
+        self.calls.append(("epoch_end", state.epoch, record["epoch"]))
+
+    def on_fit_end(self, state: FitState) -> None:
+        self.calls.append(("fit_end", state.epoch, len(state.history)))
+
+
+def test_callbacks_see_each_epoch_in_order_and_a_resumed_run_starts_where_it_stopped(
+    toy_root: Path, tmp_path: Path
+) -> None:
+    train, val = datasets(toy_root)
+    recorder = Recorder()
+    parts = setup(train)
+    fit(**parts, epochs=2, val_dataset=val, metrics=metrics(), checkpoint_dir=tmp_path, progress=False,
+        callbacks=[recorder])  # fmt: skip
+    cmc = [record["OVERALL/cmc/1"] for record in load_checkpoint(tmp_path / "last.pt")["history"]]
+    per_epoch = [
+        [("epoch_start", e, None), ("validation_end", e, cmc[e]), ("checkpoint", e, e + 1), ("epoch_end", e, e)]
+        for e in (0, 1)
+    ]
+    assert recorder.calls == [("fit_start", 0, 0), *per_epoch[0], *per_epoch[1], ("fit_end", 2, 2)]
+
+    resumed = Recorder()
+    fit(**setup(train), epochs=2, resume=tmp_path / "last.pt", progress=False, callbacks=[resumed])
+    assert resumed.calls == [("fit_start", 2, 2), ("fit_end", 2, 2)]  # nothing left to train: only the edges
+    with pytest.raises(TypeError, match=r"subclass omlcore_torch\.callbacks\.Callback; got int"):
+        fit(**setup(train), epochs=1, progress=False, callbacks=[3])  # type: ignore[list-item]
+
+
+def test_a_resumed_run_with_no_epoch_left_has_the_trained_weights(toy_root: Path, tmp_path: Path) -> None:
+    train, _ = datasets(toy_root)
+    trained = setup(train)
+    fit(**trained, epochs=1, checkpoint_dir=tmp_path, progress=False)
+    resumed = setup(train, seed=7)
+    history = fit(**resumed, epochs=1, resume=tmp_path / "last.pt", progress=False)
+    assert len(history) == 1
+    assert torch.equal(weights(resumed["model"]), weights(trained["model"]))

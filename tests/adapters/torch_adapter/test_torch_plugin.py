@@ -1,121 +1,30 @@
-"""The ``torch`` plugin registers torch.optim optimizers and LR schedulers that build the real torch objects."""
+"""The ``torch`` plugin registers the pipelines' ``torch`` runner, and registering it imports nothing."""
 
 from __future__ import annotations
 
-import inspect
-
-import pluggy
-import pytest
-import torch
+from collections.abc import Callable
 
 import omlcore_torch.plugin as torch_plugin
-from omlcore import hookspecs
-from omlcore.plugins import registry_of
-from omlcore.registry import Registry
-
-EXPECTED_OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-    "adagrad": torch.optim.Adagrad,
-    "adadelta": torch.optim.Adadelta,
-    "adamax": torch.optim.Adamax,
-    "radam": torch.optim.RAdam,
-    "nadam": torch.optim.NAdam,
-    "lbfgs": torch.optim.LBFGS,
-}
-schedulers = torch.optim.lr_scheduler
-EXPECTED_SCHEDULERS = {
-    "step": schedulers.StepLR,
-    "multistep": schedulers.MultiStepLR,
-    "exponential": schedulers.ExponentialLR,
-    "cosine": schedulers.CosineAnnealingLR,
-    "cosine_warm_restarts": schedulers.CosineAnnealingWarmRestarts,
-    "onecycle": schedulers.OneCycleLR,
-    "plateau": schedulers.ReduceLROnPlateau,
-    "linear": schedulers.LinearLR,
-    "cyclic": schedulers.CyclicLR,
-    "polynomial": schedulers.PolynomialLR,
-    "constant": schedulers.ConstantLR,
-    "lambda": schedulers.LambdaLR,
-}
+from omlcore.plugins import get_plugin_manager, registry_of
+from omlcore.protocols import Runner
+from omlcore_torch.runner import TorchRunner
 
 
-@pytest.fixture
-def registry() -> Registry:
-    return registry_of([("torch", torch_plugin)])
+def test_hookimpls_match_the_hookspecs(hookimpl_counts: Callable[[object, str], dict[str, int]]) -> None:
+    assert hookimpl_counts(torch_plugin, "torch") == {"register_runners": 1}
 
 
-def test_hookimpls_match_the_hookspecs() -> None:
-    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    manager.add_hookspecs(hookspecs)
-    manager.register(torch_plugin, name="torch")
-    manager.check_pending()  # every hookimpl is a known hook with the right argument names
-    assert len(manager.hook.register_optimizers.get_hookimpls()) == 1
-    assert len(manager.hook.register_schedulers.get_hookimpls()) == 1
+def test_registers_the_torch_runner_only() -> None:
+    registry = registry_of([("torch", torch_plugin)])
+    [entry] = registry.entries()
+    assert (entry.kind, entry.name, entry.plugin, entry.requires) == ("runner", "torch", "torch", ())
+    assert entry.load() is TorchRunner
+    runner = entry.build(epochs=2, device="cpu", progress=False)
+    assert isinstance(runner, Runner) and runner.epochs == 2 and runner.checkpoint_name == "last.pt"
 
 
-def test_registers_exactly_the_optimizers_and_schedulers(registry: Registry) -> None:
-    assert registry.names("optimizer") == sorted(EXPECTED_OPTIMIZERS)
-    assert registry.names("scheduler") == sorted(EXPECTED_SCHEDULERS)
-    assert len(registry) == len(EXPECTED_OPTIMIZERS) + len(EXPECTED_SCHEDULERS)
-    for entry in registry:
-        assert entry.plugin == "torch"
-        assert entry.requires == ()
-        assert entry.available
-        assert entry.summary and "\n" not in entry.summary
-
-
-@pytest.mark.parametrize(("name", "cls"), EXPECTED_OPTIMIZERS.items())
-def test_optimizer_targets_are_the_torch_classes(registry: Registry, name: str, cls: type) -> None:
-    entry = registry.get("optimizer", name)
-    assert entry.target == f"torch.optim:{cls.__name__}"
-    assert entry.load() is cls
-
-
-@pytest.mark.parametrize(("name", "cls"), EXPECTED_SCHEDULERS.items())
-def test_scheduler_targets_are_the_torch_classes(registry: Registry, name: str, cls: type) -> None:
-    entry = registry.get("scheduler", name)
-    assert entry.target == f"torch.optim.lr_scheduler:{cls.__name__}"
-    assert entry.load() is cls
-
-
-def test_build_adam_and_cosine_and_train_a_step(registry: Registry) -> None:
-    model = torch.nn.Linear(4, 2)
-    optimizer = registry.build("optimizer", "adam", model.parameters(), lr=0.1, weight_decay=0.01)
-    assert type(optimizer) is torch.optim.Adam
-    assert optimizer.defaults["lr"] == 0.1 and optimizer.defaults["weight_decay"] == 0.01
-    assert optimizer.param_groups[0]["params"] == list(model.parameters())
-
-    scheduler = registry.build("scheduler", "cosine", optimizer, T_max=10)
-    assert type(scheduler) is torch.optim.lr_scheduler.CosineAnnealingLR
-    assert scheduler.optimizer is optimizer
-
-    before = model.weight.detach().clone()
-    model(torch.ones(3, 4)).sum().backward()
-    optimizer.step()
-    scheduler.step()
-    assert not torch.equal(model.weight, before)
-    reference = torch.optim.lr_scheduler.CosineAnnealingLR(torch.optim.Adam([torch.zeros(1)], lr=0.1), T_max=10)
-    reference.optimizer.step()
-    reference.step()
-    assert scheduler.get_last_lr() == reference.get_last_lr()
-
-
-def test_wrong_argument_name_lists_the_accepted_ones(registry: Registry) -> None:
-    model = torch.nn.Linear(4, 2)
-    with pytest.raises(TypeError, match="lrr") as error:
-        registry.build("optimizer", "adam", model.parameters(), lrr=0.1)
-    assert "optimizer 'adam'" in str(error.value)
-    accepted = ", ".join(inspect.signature(torch.optim.Adam).parameters)
-    assert f"Accepted arguments: {accepted}" in str(error.value)
-
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(TypeError, match="eta_minn") as error:
-        registry.build("scheduler", "cosine", optimizer, T_max=10, eta_minn=0.0)
-    accepted = ", ".join(inspect.signature(torch.optim.lr_scheduler.CosineAnnealingLR).parameters)
-    assert f"Accepted arguments: {accepted}" in str(error.value)
+def test_the_installed_plugin_provides_the_runner() -> None:
+    assert get_plugin_manager().registry.get("runner", "torch").plugin == "torch"
 
 
 def test_loading_the_plugin_imports_no_torch_and_the_adapter_imports_lazily(python_json) -> None:  # type: ignore[no-untyped-def]
@@ -134,10 +43,4 @@ def test_loading_the_plugin_imports_no_torch_and_the_adapter_imports_lazily(pyth
         print(json.dumps(listed))
         """
     )
-    expected_entries = len(EXPECTED_OPTIMIZERS) + len(EXPECTED_SCHEDULERS)
-    assert result == {
-        "entries": expected_entries,
-        "torch": False,
-        "torch_after_package": False,
-        "fit": "omlcore_torch.training",
-    }
+    assert result == {"entries": 1, "torch": False, "torch_after_package": False, "fit": "omlcore_torch.training"}

@@ -2,22 +2,29 @@
 
 Training uses :class:`omlcore_lightning.RetrievalModule` and :class:`omlcore_lightning.MetricValCallback`; Lightning
 is imported when a runner is built, with the install hint if it is missing (``pip install "omlcore[lightning]"``).
+Under Lightning's ``ddp`` launcher, which starts the other processes of a node by running the same command again,
+those processes find the primary one's run folder through :data:`RUN_DIR_ENV`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from omlcore.keys import EMBEDDINGS, IMAGES
-from omlcore.pipelines.runners import FitJob
-from omlcore.protocols import MetricAccumulator
+from omlcore.protocols import FitJob, MetricAccumulator
 from omlcore.utils.optional import require
 
-__all__ = ["LightningRunner"]
+__all__ = ["RUN_DIR_ENV", "LightningRunner"]
+
+#: Set by the primary process to its run folder, so that the processes Lightning's launcher starts later (which run
+#: the same pipeline) find it.
+RUN_DIR_ENV = "OMLCORE_RUN_DIR"
 
 
 def _records(trainer: Any) -> dict[str, float]:
@@ -146,6 +153,29 @@ class LightningRunner:
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
         predictions = trainer.predict(_embedder(self.pl, model), loader)
         return gather_predictions(predictions or [])
+
+    def is_primary(self) -> bool:
+        """Read from the launchers' environment before any process group exists, when ``WORLD_SIZE > 1``:
+        ``RANK`` (torchrun), else ``NODE_RANK`` and ``LOCAL_RANK`` (Lightning's ``ddp`` launcher)."""
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return True
+        if "RANK" in os.environ:
+            return os.environ["RANK"] == "0"
+        return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+    def share_run_dir(self, path: Path) -> Path:
+        """The primary process publishes ``path`` in :data:`RUN_DIR_ENV`; the processes launched later read it."""
+        if self.is_primary():
+            os.environ[RUN_DIR_ENV] = str(path)
+            return path
+        return Path(os.environ.get(RUN_DIR_ENV, path))
+
+    def extractor_weights(self, checkpoint: Mapping[str, Any]) -> Mapping[str, Tensor] | None:
+        """The ``extractor.*`` entries of a checkpoint of :class:`~omlcore_lightning.RetrievalModule`."""
+        state = checkpoint.get("state_dict")
+        if not isinstance(state, Mapping) or "pytorch-lightning_version" not in checkpoint:
+            return None
+        return {k.removeprefix("extractor."): v for k, v in state.items() if k.startswith("extractor.")}
 
 
 def _embedder(pl: Any, model: nn.Module) -> Any:
