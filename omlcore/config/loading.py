@@ -20,6 +20,7 @@ import yaml
 from omlcore.config.components import check_component
 from omlcore.config.errors import ConfigError
 from omlcore.config.schema import OPTIONS, PIPELINES, SECTIONS, Option, Pipeline
+from omlcore.recipes import recipe_names, recipe_path
 
 __all__ = ["Config", "apply_overrides", "load_config", "parse_override", "resolve_config_path", "validate_config"]
 
@@ -54,15 +55,13 @@ class Config:
 
 
 def resolve_config_path(config: str | os.PathLike[str]) -> Path:
-    """A YAML file, or the name of a config shipped in :mod:`omlcore.configs` (``"glyphs"``)."""
+    """A YAML file, or the name of a config shipped in :mod:`omlcore.recipes` (``"glyphs"``)."""
     path = Path(config)
     if path.is_file():
         return path
-    from omlcore.configs import example_config_names, example_config_path
-
-    if str(config) in example_config_names():
-        return example_config_path(str(config))
-    shipped = ", ".join(example_config_names())
+    if str(config) in recipe_names():
+        return recipe_path(str(config))
+    shipped = ", ".join(recipe_names())
     raise ConfigError("", f"no config file '{config}', nor a shipped config of that name (shipped: {shipped})")
 
 

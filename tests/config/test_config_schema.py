@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from omlcore.config import OPTIONS, ConfigError, build_component, load_config
-from omlcore.configs import example_config_names
 from omlcore.losses import TripletLossWithMiner
 from omlcore.miners import HardTripletsMiner
 from omlcore.models import SmallCNN
+from omlcore.recipes import recipe_names
 
 
 def test_the_shipped_default_config_loads_by_name_with_defaults_filled_in() -> None:
@@ -28,7 +28,7 @@ def test_the_runner_switches_by_override() -> None:
     assert config["runner"] == {"name": "lightning", "args": {"epochs": 25, "devices": 1}}
 
 
-@pytest.mark.parametrize("name", example_config_names())
+@pytest.mark.parametrize("name", recipe_names())
 def test_every_shipped_config_is_valid(name: str) -> None:
     load_config(name)
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from omlcore.config import resolve
-from omlcore.configs import example_config_names, example_config_path, load_example_config
 from omlcore.datasets.converters import CONVERTERS
 from omlcore.models import list_pretrained
 from omlcore.plugins import get_registry
+from omlcore.recipes import load_recipe, recipe_names, recipe_path
 
 #: The key a component sits under -> its registry kind.
 KIND_OF_KEY = {
@@ -56,15 +56,15 @@ def scalars(node: Any) -> Iterator[Any]:
 
 
 def test_the_four_benchmark_configs_ship() -> None:
-    assert example_config_names() == ["cars", "cub", "glyphs", "inshop", "sop"]
-    with pytest.raises(ValueError, match="No example config 'glyph'; shipped: cars, cub, glyphs, inshop, sop"):
-        example_config_path("glyph")
+    assert recipe_names() == ["cars", "cub", "glyphs", "inshop", "sop"]
+    with pytest.raises(ValueError, match="No shipped config 'glyph'; shipped: cars, cub, glyphs, inshop, sop"):
+        recipe_path("glyph")
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_component_exists_in_the_registry_and_takes_its_args(name: str) -> None:
     registry = get_registry()
-    config = load_example_config(name)
+    config = load_recipe(name)
     found = list(components(config))
     assert {key for _, key, _ in found} >= {"extractor", "sampler", "loss", "miner", "optimizer", "metric"}
     for path, key, component in found:
@@ -80,8 +80,8 @@ def test_every_component_exists_in_the_registry_and_takes_its_args(name: str) ->
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_recipes_follow_oml(name: str) -> None:
-    config = load_example_config(name)
-    text = example_config_path(name).read_text(encoding="utf-8")
+    config = load_recipe(name)
+    text = recipe_path(name).read_text(encoding="utf-8")
     assert f'convert("{name}", ' in text and name in CONVERTERS  # the header says how to make the CSV
     assert config["extractor"] == {
         "name": "vits16",
@@ -97,7 +97,7 @@ def test_the_recipes_follow_oml(name: str) -> None:
 
 def test_the_light_components_build() -> None:
     for name in NAMES:
-        config = load_example_config(name)
+        config = load_recipe(name)
         resolve("loss", config["loss"])
         resolve("metric", config["metric"])
         resolve("transform", config["transforms_train"])
