@@ -3,7 +3,9 @@
 ``predict.data`` is an OML-format CSV (``predict.split`` keeps one split) or a folder of images (searched
 recursively); default: the config's dataset. The run folder gets ``embeddings.npy`` (float32, one row per item),
 ``items.csv`` (the item of each row), ``neighbours.json`` and ``neighbours.csv`` (the ``predict.top_k`` nearest
-other items of each item, with distances), ``config.yaml`` and ``log.txt``.
+other items of each item, with distances), ``config.yaml`` and ``log.txt``. The neighbours are found as the
+validation finds them: with the configured metric's kNN backend and distance (``metric.args.knn_backend``, e.g.
+``faiss.flat`` from the omlcore-faiss plugin, and ``metric.args.metric``, ``l2`` or ``cosine``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from omlcore.config import ConfigError, build_component
 from omlcore.datasets import ImageBaseDataset
 from omlcore.keys import IMAGES, INDEX, PATHS
 from omlcore.pipelines.common import ConfigSource, RunFolder, dataset_csv, load_extractor, prepare, seed_everything
-from omlcore.retrieval import RetrievalResults
+from omlcore.protocols import KNNBackend
+from omlcore.retrieval import DistanceMetric, RetrievalResults
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolderDataset", "PredictResult", "predict"]
 
@@ -78,6 +81,7 @@ def predict(config: ConfigSource, overrides: Sequence[str] = ()) -> PredictResul
         )
         labels = dataset.get_labels()
     model = load_extractor(config, runner)
+    search = _search_settings(build_component("metric", config["metric"], "metric", source=source))
     embeddings = runner.inference(model, dataset, config["dataset.batch_size"], config["dataset.num_workers"])
     paths = list(dataset.paths)
     array = embeddings.float().numpy()
@@ -85,7 +89,7 @@ def predict(config: ConfigSource, overrides: Sequence[str] = ()) -> PredictResul
     if run.primary:  # the other processes of a distributed run only took part in the inference
         np.save(run.path / "embeddings.npy", array)
         _write_items(run.path / "items.csv", paths, labels)
-        neighbours = _neighbours(embeddings, paths, top_k) if len(paths) > 1 else []
+        neighbours = _neighbours(embeddings, paths, top_k, *search) if len(paths) > 1 else []
         run.write_json("neighbours.json", neighbours)
         _write_neighbours(run.path / "neighbours.csv", neighbours)
     run.log(f"{len(paths)} embeddings of size {array.shape[1]}: embeddings.npy, items.csv")
@@ -111,9 +115,20 @@ def _write_neighbours(path: Path, neighbours: list[dict[str, Any]]) -> None:
                 writer.writerow([item["index"], item["path"], rank, other["index"], other["path"], other["distance"]])
 
 
-def _neighbours(embeddings: Any, paths: list[str], top_k: int) -> list[dict[str, Any]]:
-    """Each item's ``top_k`` nearest other items (l2), as JSON-ready records."""
-    results = RetrievalResults.from_embeddings(embeddings, top_k=min(top_k, len(paths) - 1))
+def _search_settings(metric: Any) -> tuple[DistanceMetric, KNNBackend | None]:
+    """The distance and kNN backend of the configured metric (``l2`` and the exact engine if it has none)."""
+    distance: DistanceMetric = getattr(metric, "metric", "l2")
+    backend = getattr(metric, "knn_backend", None)
+    return distance, backend if isinstance(backend, KNNBackend) else None
+
+
+def _neighbours(
+    embeddings: Any, paths: list[str], top_k: int, distance: DistanceMetric, backend: KNNBackend | None
+) -> list[dict[str, Any]]:
+    """Each item's ``top_k`` nearest other items, as JSON-ready records."""
+    results = RetrievalResults.from_embeddings(
+        embeddings, top_k=min(top_k, len(paths) - 1), metric=distance, backend=backend
+    )
     records = []
     for query, (ids, distances) in enumerate(
         zip(results.retrieved_ids.tolist(), results.distances.tolist(), strict=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -84,3 +85,35 @@ def test_predict_an_image_folder(tiny_config: Path, tiny_csv: Path, tmp_path: Pa
     assert [len(item["neighbours"]) for item in neighbours] == [2, 2, 2]
     with pytest.raises(ConfigError, match=r"predict\.data: no such CSV file or image folder"):
         predict(tiny_config, ["predict.data=nowhere"])
+
+
+def test_predict_uses_the_configured_distance(tiny_config: Path) -> None:
+    result = predict(tiny_config, ["predict.split=validation", "predict.top_k=3", "metric.args.metric=cosine"])
+    unit = result.embeddings / np.linalg.norm(result.embeddings, axis=1, keepdims=True)
+    cosine = 1 - unit @ unit.T
+    np.fill_diagonal(cosine, np.inf)
+    for item in json.loads((result.run_dir / "neighbours.json").read_text()):
+        found = item["neighbours"]
+        expected = np.argsort(cosine[item["index"]], kind="stable")[:3]
+        assert [other["index"] for other in found] == expected.tolist()
+        np.testing.assert_allclose([o["distance"] for o in found], cosine[item["index"]][expected], atol=1e-5)
+
+
+def test_predict_uses_the_configured_knn_backend(tiny_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backends = pytest.importorskip("omlcore_faiss.backends", reason="needs the omlcore-faiss plugin (the py env)")
+    calls: list[int] = []
+    search = backends.FaissFlatKNN.search
+
+    def counted(self: Any, queries: Any, gallery: Any, k: int, exclude: Any = None) -> Any:
+        calls.append(k)
+        return search(self, queries, gallery, k, exclude)
+
+    monkeypatch.setattr(backends.FaissFlatKNN, "search", counted)
+    exact = predict(tiny_config, ["predict.split=validation", "predict.top_k=3", "run_name=exact"])
+    faiss = predict(tiny_config, ["predict.split=validation", "predict.top_k=3", "metric.args.knn_backend=faiss.flat"])
+    assert calls == [3]
+    expected = json.loads((exact.run_dir / "neighbours.json").read_text())
+    found = json.loads((faiss.run_dir / "neighbours.json").read_text())
+    assert [[o["index"] for o in i["neighbours"]] for i in found] == [
+        [o["index"] for o in i["neighbours"]] for i in expected
+    ]
