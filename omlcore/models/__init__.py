@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from omlcore.models.base import ExtractorBase, Weights, build_extractor
+from omlcore.models.catalog import PretrainedModel, extra_pretrained, find_pretrained, get_pretrained, list_pretrained
 from omlcore.models.clip import ViTCLIPExtractor, vitb16_clip, vitb32_clip, vitl14_clip
 from omlcore.models.heads import ExtractorWithMLP
 from omlcore.models.hub import (
@@ -22,16 +23,7 @@ from omlcore.models.pooling import GeM, GlobalAvgPool
 from omlcore.models.resnet import ResNetExtractor, resnet18, resnet34, resnet50, resnet101, resnet152
 from omlcore.models.small_cnn import SmallCNN
 from omlcore.models.vit import ViTExtractor, vitb8, vitb16, vits8, vits16
-from omlcore.models.zoo import (
-    PretrainedModel,
-    find_pretrained,
-    from_pretrained,
-    get_pretrained,
-    list_pretrained,
-    register_pretrained,
-    transforms_for_pretrained,
-    unregister_pretrained,
-)
+from omlcore.models.zoo import from_pretrained, transforms_for_pretrained
 
 __all__ = [
     "CheckpointError",
@@ -50,19 +42,18 @@ __all__ = [
     "build_extractor",
     "cache_dir",
     "checkpoints_dir",
+    "extra_pretrained",
     "find_pretrained",
     "from_pretrained",
     "get_pretrained",
     "list_pretrained",
     "load_checkpoint",
-    "register_pretrained",
     "resnet18",
     "resnet34",
     "resnet50",
     "resnet101",
     "resnet152",
     "transforms_for_pretrained",
-    "unregister_pretrained",
     "vitb8",
     "vitb16",
     "vitb16_clip",

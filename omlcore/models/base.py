@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omlcore.config import resolve
+from omlcore.models.catalog import find_pretrained, get_pretrained, list_pretrained
 from omlcore.models.hub import CheckpointError, load_checkpoint
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 Weights = str | os.PathLike[str] | Mapping[str, Tensor] | None
-"""A zoo name (see :mod:`omlcore.models.zoo`), a checkpoint file, a state dict, or None (random init)."""
+"""A zoo name (see :mod:`omlcore.models.catalog`), a checkpoint file, a state dict, or None (random init)."""
 
 _WRAPPER_KEYS = ("state_dict", "teacher", "model")
 _MAX_LISTED = 8
@@ -213,10 +214,8 @@ class ExtractorBase(nn.Module):
             checkpoint: Mapping[str, Any] = weights
             source = "the given state dict"
         else:
-            from omlcore.models import zoo
-
             text = os.fspath(weights)
-            entry = zoo.find_pretrained(text)
+            entry = find_pretrained(text)
             if entry is not None:
                 if entry.arch != self.arch:
                     raise CheckpointError(
@@ -230,7 +229,7 @@ class ExtractorBase(nn.Module):
                 checkpoint = load_checkpoint(text)
                 source = text
             else:
-                close = difflib.get_close_matches(text, zoo.list_pretrained(), n=3, cutoff=0.6)
+                close = difflib.get_close_matches(text, list_pretrained(), n=3, cutoff=0.6)
                 hint = f" Did you mean: {', '.join(close)}?" if close else ""
                 raise CheckpointError(
                     f"weights={text!r} is neither a checkpoint file nor a zoo name.{hint} "
@@ -247,8 +246,6 @@ class ExtractorBase(nn.Module):
         ``overrides`` replace the zoo entry's constructor arguments that do not change the weights'
         shapes, e.g. ``normalise_features=True``. Called on a subclass, the model must be of that class.
         """
-        from omlcore.models.zoo import get_pretrained
-
         entry = get_pretrained(name)
         if "weights" in overrides:
             raise TypeError("from_pretrained takes the weights from the zoo; build the model directly to pass weights=")

@@ -30,14 +30,15 @@ from omlcore.models import (
     ViTExtractor,
     cache_dir,
     checkpoints_dir,
+    extra_pretrained,
+    find_pretrained,
     from_pretrained,
     get_pretrained,
     list_pretrained,
-    register_pretrained,
     transforms_for_pretrained,
 )
+from omlcore.models.catalog import BUILTIN_PRETRAINED, OML_ZOO_SOURCE
 from omlcore.models.hub import download, file_hash
-from omlcore.models.zoo import OML_ZOO_SOURCE, unregister_pretrained
 from omlcore.plugins import get_registry
 from omlcore.transforms import CLIP_MEAN, IMAGENET_MEAN, Compose, Normalize
 
@@ -259,10 +260,8 @@ def served_zoo(server: FileServer, cache: Path) -> Iterator[dict[str, bytes]]:
     ]
     for entry in entries:
         server.files[f"/{entry.filename}"] = files[entry.name]
-        register_pretrained(entry)
-    yield files
-    for entry in entries:
-        unregister_pretrained(entry.name)
+    with extra_pretrained(*entries):
+        yield files
 
 
 def _same_weights(model: torch.nn.Module, file: bytes) -> None:
@@ -320,14 +319,41 @@ def test_a_corrupted_zoo_file_fails_from_pretrained(
     assert leftovers(cache) == []
 
 
-def test_register_pretrained_refuses_taken_names(served_zoo: dict[str, bytes]) -> None:
+def test_extra_pretrained_refuses_taken_names(served_zoo: dict[str, bytes]) -> None:
     entry = get_pretrained("test_small_cnn")
-    with pytest.raises(ValueError, match="taken by test_small_cnn"):
-        register_pretrained(entry)
-    with pytest.raises(ValueError, match="taken by vits16_dino"):
-        register_pretrained(PretrainedModel("x", "vits16", (), "abcdef", "md5", "x.pth", aliases=("vits16_dino",)))
+    with pytest.raises(ValueError, match="taken by test_small_cnn"), extra_pretrained(entry):
+        pass
+    with (
+        pytest.raises(ValueError, match="taken by vits16_dino"),
+        extra_pretrained(PretrainedModel("x", "vits16", (), "abcdef", "md5", "x.pth", aliases=("vits16_dino",))),
+    ):
+        pass
     with pytest.raises(ValueError, match="at least 6 hex digits"):
         PretrainedModel("y", "vits16", (), "abc", "md5", "y.pth")
+    assert find_pretrained("x") is None and get_pretrained("vits16_dino").arch == "vits16"
+
+
+def test_extra_pretrained_is_scoped_to_its_block() -> None:
+    outer = PretrainedModel("outer", "vits16", (), "abcdef", "md5", "outer.pth")
+    inner = PretrainedModel("inner", "resnet50", (), "abcdef", "md5", "inner.pth", aliases=("inner_alias",))
+    builtin = list_pretrained()
+    with extra_pretrained(outer):
+        with extra_pretrained(inner):
+            assert get_pretrained("inner_alias") is inner and find_pretrained("outer") is outer
+            assert list_pretrained() == sorted([*builtin, "inner", "outer"])
+            assert "inner" in list_pretrained(arch="resnet50") and "outer" not in list_pretrained(arch="resnet50")
+        assert find_pretrained("inner") is None and find_pretrained("inner_alias") is None
+    assert list_pretrained() == builtin
+    with pytest.raises(RuntimeError), extra_pretrained(outer):
+        raise RuntimeError
+    assert find_pretrained("outer") is None
+
+
+def test_the_builtin_zoo_is_a_constant_table() -> None:
+    assert isinstance(BUILTIN_PRETRAINED, tuple) and list_pretrained() == sorted(m.name for m in BUILTIN_PRETRAINED)
+    names = [name for model in BUILTIN_PRETRAINED for name in (model.name, *model.aliases)]
+    assert len(names) == len(set(names))
+    assert all(get_pretrained(model.name) is model for model in BUILTIN_PRETRAINED)
 
 
 # The published zoo: names, hashes and reported numbers as OML 4.0, torchvision and OpenAI publish them.
