@@ -139,3 +139,14 @@ def register_runners(registry: Registrar) -> None:
 
     Kind ``"runner"``: ``registry.register(name, target, ...)`` per component.
     """
+
+
+@hookspec
+def register_checks(registry: Registrar) -> None:
+    """Register construction-time checks of components a plugin knows (e.g. a framework's losses; see omlcore.checks).
+
+    Kind ``"check"``: ``registry.register(name, target, ...)`` per check. The target is the check itself, a callable
+    ``check(obj: object, role: str) -> None`` that raises :class:`omlcore.checks.IncompatibleComponentError` (naming
+    ``obj``, the misfit and the fix) when ``obj`` does not fit ``role`` (``"loss"``, ``"miner"`` ...), and returns for
+    objects and roles it does not know. :func:`omlcore.checks.check_loss` runs every check on a training loop's loss.
+    """

@@ -42,6 +42,7 @@ KINDS: dict[str, str] = {
     "callback": "register_callbacks",
     "logger": "register_loggers",
     "runner": "register_runners",
+    "check": "register_checks",
 }
 
 Target = str | Callable[[], Callable[..., Any]]

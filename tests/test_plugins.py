@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import os
 import types
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from omlcore import hookspecs
 from omlcore import plugins as plugins_module
 from omlcore.config import resolve
 from omlcore.errors import DuplicateComponentError, OmlcoreError, PluginLoadWarning, UnknownComponentError
@@ -22,7 +24,7 @@ from omlcore.plugins import (
     registry_of,
     reset_plugin_manager,
 )
-from omlcore.registry import Registrar
+from omlcore.registry import KINDS, Registrar
 
 ADAPTERS = {"torch": "torch", "lightning": "lightning", "pml": "pytorch_metric_learning"}
 
@@ -223,3 +225,16 @@ def test_registry_of_runs_the_real_hooks_and_flags_misnamed_ones() -> None:
     ):
         registry = registry_of([("typo", plugin(register_loss=register_loss))])
     assert len(registry) == 0
+
+
+@pytest.mark.parametrize(("kind", "hook_name"), KINDS.items())
+def test_every_hook_is_documented_and_registers_its_kind(kind: str, hook_name: str) -> None:
+    spec = getattr(hookspecs, hook_name)
+    assert str(inspect.signature(spec)) == "(registry: 'Registrar') -> 'None'"
+    assert spec.__doc__ and f'Kind ``"{kind}"``' in spec.__doc__
+
+    def register(registry: Registrar) -> None:
+        registry.register(f"meta.{kind}", "collections:OrderedDict", summary=f"a {kind}")
+
+    registry = registry_of([("meta", plugin(**{hook_name: register}))])
+    assert [(e.kind, e.name, e.plugin) for e in registry] == [(kind, f"meta.{kind}", "meta")]

@@ -9,12 +9,12 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from omlcore.checks import check_loss, check_optimizer_covers
 from omlcore.config import resolve
 from omlcore.keys import EMBEDDINGS, IMAGES, LABELS
 from omlcore.protocols import Loss
 from omlcore.utils.optional import require
 from omlcore_lightning.sampling import install_sampling
-from omlcore_torch.checks import check_loss, check_optimizer_covers
 
 if TYPE_CHECKING:
     from lightning.pytorch import LightningModule

@@ -6,10 +6,12 @@
   :class:`~omlcore.protocols.Pairs`. The reverse needs nothing: omlcore's Triplets / Pairs *are* PML's
   ``indices_tuple`` (``pml_loss(embeddings, labels, omlcore_miner(embeddings, labels))``).
 - :func:`check_loss` / :func:`check_miner`: the construction-time checks (a loss that takes no labels or no
-  ``indices_tuple``, an object of the wrong kind) raising :class:`IncompatibleComponentError`.
+  ``indices_tuple``, an object of the wrong kind) raising :class:`IncompatibleComponentError`
+  (:class:`omlcore.checks.IncompatibleComponentError`, re-exported).
 
-Its plugin, :mod:`omlcore_pml.plugin` (entry point ``pml``), registers every PML loss and miner as ``pml.<ClassName>``
-and :class:`PMLLoss` as ``pml.PMLLoss``, without importing PML; they need ``pip install "omlcore[pml]"``.
+Its plugin, :mod:`omlcore_pml.plugin` (entry point ``pml``), registers every PML loss and miner as ``pml.<ClassName>``,
+:class:`PMLLoss` as ``pml.PMLLoss`` and these checks as the ``check`` ``pml.objects`` (which omlcore's loops run on
+their loss), without importing PML; the components need ``pip install "omlcore[pml]"``.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from omlcore_pml.checks import IncompatibleComponentError, check_loss, check_miner
+    from omlcore.checks import IncompatibleComponentError
+    from omlcore_pml.checks import check_loss, check_miner
     from omlcore_pml.losses import PMLLoss
     from omlcore_pml.miners import PMLMiner, as_miner
 
 __all__ = ["IncompatibleComponentError", "PMLLoss", "PMLMiner", "as_miner", "check_loss", "check_miner"]
 
 _HOMES = {
-    "IncompatibleComponentError": "omlcore_pml.checks",
+    "IncompatibleComponentError": "omlcore.checks",
     "check_loss": "omlcore_pml.checks",
     "check_miner": "omlcore_pml.checks",
     "PMLLoss": "omlcore_pml.losses",

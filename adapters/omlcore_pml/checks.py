@@ -1,5 +1,8 @@
 """Checks of PML objects against omlcore's protocols, run at construction: a misfit names the object and the
 mismatch before any batch is seen. Nothing here imports PML (objects are recognised by their classes' modules).
+
+:func:`check_pml_object` is the ``check`` component ``pml.objects`` that :mod:`omlcore_pml.plugin` registers, so
+that omlcore's loops (:func:`omlcore.checks.check_loss`) check a raw PML loss too.
 """
 
 from __future__ import annotations
@@ -7,11 +10,12 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from omlcore.checks import IncompatibleComponentError, describe
 from omlcore_pml.names import PML_LOSSES_WITHOUT_INDICES_TUPLE, PML_LOSSES_WITHOUT_LABELS
-from omlcore_torch.checks import IncompatibleComponentError, describe
 
-__all__ = ["IncompatibleComponentError", "check_loss", "check_miner", "pml_kind"]
+__all__ = ["check_loss", "check_miner", "check_pml_object", "is_pml_object", "pml_kind"]
 
+_PACKAGE = "pytorch_metric_learning"
 _KINDS = {
     "losses": "loss",
     "miners": "miner",
@@ -26,17 +30,22 @@ _USE = {
 }
 
 
+def is_pml_object(obj: object) -> bool:
+    """True for instances of pytorch-metric-learning classes (and their subclasses); imports nothing."""
+    return any(cls.__module__.split(".")[0] == _PACKAGE for cls in type(obj).__mro__)
+
+
 def pml_kind(obj: object) -> str | None:
     """``"loss"``, ``"miner"``, ``"distance"``, ``"reducer"`` or ``"regularizer"`` for a PML object, else None."""
     for cls in type(obj).__mro__:
         parts = cls.__module__.split(".")
-        if parts[0] == "pytorch_metric_learning" and len(parts) > 1 and parts[1] in _KINDS:
+        if parts[0] == _PACKAGE and len(parts) > 1 and parts[1] in _KINDS:
             return _KINDS[parts[1]]
     return None
 
 
 def _pml_class_names(obj: object) -> set[str]:
-    return {cls.__name__ for cls in type(obj).__mro__ if cls.__module__.startswith("pytorch_metric_learning")}
+    return {cls.__name__ for cls in type(obj).__mro__ if cls.__module__.split(".")[0] == _PACKAGE}
 
 
 def _forward_parameters(obj: Any) -> dict[str, inspect.Parameter] | None:
@@ -102,3 +111,18 @@ def check_miner(miner: Any) -> None:
         raise IncompatibleComponentError(f"{what} is a PML {kind}, not a miner; {_USE[kind]}")
     if not callable(miner):
         raise IncompatibleComponentError(f"{what} is not callable, so it cannot be a miner(embeddings, labels)")
+
+
+def check_pml_object(obj: object, role: str) -> None:
+    """omlcore's ``check`` of PML objects: one used as a ``"loss"`` goes through :func:`check_loss`, as a ``"miner"``
+    through :func:`check_miner`; other objects and roles are left alone.
+
+    Raises:
+        IncompatibleComponentError: a PML object does not fit ``role``.
+    """
+    if not is_pml_object(obj):
+        return
+    if role == "loss":
+        check_loss(obj)
+    elif role == "miner":
+        check_miner(obj)

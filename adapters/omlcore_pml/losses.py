@@ -51,6 +51,11 @@ class PMLLoss(nn.Module):
         self.loss = loss
         self.last_logs: dict[str, float] = {}
 
+    @property
+    def wrapped_component(self) -> Any:
+        """The PML loss, which errors name (:data:`omlcore.checks.WRAPPED_COMPONENT`)."""
+        return self.loss
+
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         if self.miner is None:
             self.last_logs = {}

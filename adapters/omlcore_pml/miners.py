@@ -30,6 +30,11 @@ class PMLMiner(nn.Module):
         super().__init__()
         self.miner = miner
 
+    @property
+    def wrapped_component(self) -> nn.Module:
+        """The PML miner, which errors name (:data:`omlcore.checks.WRAPPED_COMPONENT`)."""
+        return self.miner
+
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Triplets | Pairs:

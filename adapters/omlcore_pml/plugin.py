@@ -1,10 +1,13 @@
-"""Plugin ``pml``: registers every pytorch-metric-learning loss (kind ``loss``) and miner (kind ``miner``).
+"""Plugin ``pml``: registers every pytorch-metric-learning loss (kind ``loss``) and miner (kind ``miner``), and the
+check of PML objects (kind ``check``).
 
 Names are ``pml.<ClassName>`` (the class names are in :mod:`omlcore_pml.names`). A loss's target is the PML
 class itself; a miner's target is a lazy callable returning :func:`omlcore_pml.miners.miner_factory`, whose
 products wrap the PML miner in :class:`omlcore_pml.miners.PMLMiner`. ``pml.PMLLoss`` is
 :class:`omlcore_pml.losses.PMLLoss`, a PML loss fed by a miner, both given as configs, e.g. ``{"name": "pml.PMLLoss",
-"args": {"loss": {"name": "pml.TripletMarginLoss"}, "miner": {"name": "pml.BatchHardMiner"}}}``.
+"args": {"loss": {"name": "pml.TripletMarginLoss"}, "miner": {"name": "pml.BatchHardMiner"}}}``. The check
+``pml.objects`` is :func:`omlcore_pml.checks.check_pml_object`: omlcore's loops run it on their loss, so that a raw PML
+loss that takes no labels, or a PML miner or distance given as the loss, fails at construction.
 Registering imports neither PML nor torch.
 """
 
@@ -20,7 +23,7 @@ from omlcore_pml.names import PML_LOSSES, PML_MINERS
 if TYPE_CHECKING:
     from omlcore.registry import Registrar
 
-__all__ = ["EXTRA", "REQUIRES", "register_losses", "register_miners"]
+__all__ = ["EXTRA", "REQUIRES", "register_checks", "register_losses", "register_miners"]
 
 EXTRA = "pml"
 REQUIRES = ("pytorch_metric_learning",)
@@ -67,3 +70,14 @@ def register_miners(registry: Registrar) -> None:
             extra=EXTRA,
             summary=f"pytorch-metric-learning's {class_name}, returning Triplets / Pairs",
         )
+
+
+@hookimpl
+def register_checks(registry: Registrar) -> None:
+    registry.register(
+        "pml.objects",
+        "omlcore_pml.checks:check_pml_object",
+        requires=REQUIRES,
+        extra=EXTRA,
+        summary="a PML object fits its role: a loss takes labels (and a miner's tuples), a miner is a miner",
+    )

@@ -14,14 +14,18 @@ import torch
 
 import omlcore_pml.plugin as pml_plugin
 from omlcore import hookspecs
-from omlcore.plugins import registry_of
+from omlcore.checks import IncompatibleComponentError, check_loss, run_checks
+from omlcore.miners import HardTripletsMiner
+from omlcore.plugins import get_registry, registry_of, reset_plugin_manager
 from omlcore.protocols import Loss, Miner, Pairs, Triplets
 from omlcore.registry import Registry
+from omlcore_pml.checks import check_pml_object
 from omlcore_pml.miners import PMLMiner
 from omlcore_pml.names import PML_LOSSES, PML_MINERS
 
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
+pml_distances = pytest.importorskip("pytorch_metric_learning.distances")
 
 HINT = 'pip install "omlcore[pml]"'
 
@@ -84,14 +88,17 @@ def test_hookimpls_match_the_hookspecs() -> None:
     manager.check_pending()  # every hookimpl is a known hook with the right argument names
     assert len(manager.hook.register_losses.get_hookimpls()) == 1
     assert len(manager.hook.register_miners.get_hookimpls()) == 1
+    assert len(manager.hook.register_checks.get_hookimpls()) == 1
 
 
 def test_registers_every_loss_and_miner() -> None:
     registry = plugin_registry()
     assert registry.names("loss") == sorted([f"pml.{name}" for name in PML_LOSSES] + ["pml.PMLLoss"])
     assert registry.names("miner") == sorted(f"pml.{name}" for name in PML_MINERS)
-    assert len(registry) == len(PML_LOSSES) + len(PML_MINERS) + 1
+    assert registry.names("check") == ["pml.objects"]
+    assert len(registry) == len(PML_LOSSES) + len(PML_MINERS) + 2
     assert registry.get("loss", "pml.PMLLoss").target == "omlcore_pml.losses:PMLLoss"
+    assert registry.load("check", "pml.objects") is check_pml_object
     for entry in registry:
         assert entry.plugin == "pml"
         assert entry.requires == ("pytorch_metric_learning",)
@@ -105,6 +112,38 @@ def test_registers_every_loss_and_miner() -> None:
     for name in PML_MINERS:
         factory = registry.load("miner", f"pml.{name}")
         assert inspect.signature(factory) == inspect.signature(getattr(pml_miners, name))
+
+
+def test_the_loops_check_pml_objects_through_the_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    vicreg = pml_losses.VICRegLoss()
+    with pytest.raises(IncompatibleComponentError, match="pytorch_metric_learning's VICRegLoss does not fit omlcore's"):
+        check_loss(vicreg)  # the process-wide registry: the pml plugin is loaded
+    with pytest.raises(IncompatibleComponentError, match="BatchHardMiner is a PML miner, not a loss"):
+        check_loss(pml_miners.BatchHardMiner(), registry=plugin_registry())
+    monkeypatch.setenv("OMLCORE_DISABLE_PLUGINS", "pml")
+    reset_plugin_manager()
+    assert "pml.objects" not in get_registry().names("check")
+    check_loss(vicreg)  # without the plugin nothing knows PML's losses: only being callable is checked
+
+
+def test_the_pml_check_knows_its_roles_and_leaves_the_rest_alone() -> None:
+    registry = plugin_registry()
+    misfits = [
+        (pml_losses.ContrastiveLoss(), "miner", "pytorch_metric_learning's ContrastiveLoss is a PML loss, not a miner"),
+        (pml_distances.CosineSimilarity(), "miner", "CosineSimilarity is a PML distance, not a miner; pass it to"),
+        (pml_distances.CosineSimilarity(), "loss", "CosineSimilarity is a PML distance, not a loss; pass it to"),
+    ]
+    for obj, role, message in misfits:
+        with pytest.raises(IncompatibleComponentError, match=message):
+            run_checks(obj, role, registry=registry)
+    for obj, role in [
+        (pml_miners.BatchHardMiner(), "miner"),
+        (pml_losses.TripletMarginLoss(), "loss"),
+        (pml_losses.VICRegLoss(), "sampler"),  # a role it does not know
+        (HardTripletsMiner(), "loss"),  # not a PML object
+        (42, "miner"),
+    ]:
+        run_checks(obj, role, registry=registry)
 
 
 def batch(seed: int = 0, size: int = 24, dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +241,7 @@ def test_miner_signature_is_checked() -> None:
 
 def test_registering_and_listing_imports_no_framework(plugin_entries: Callable[..., Any]) -> None:
     result = plugin_entries("omlcore_pml.plugin", "pml")
-    assert len(result["entries"]) == len(PML_LOSSES) + len(PML_MINERS) + 1 and result["heavy"] == []
+    assert len(result["entries"]) == len(PML_LOSSES) + len(PML_MINERS) + 2 and result["heavy"] == []
 
 
 def test_without_pml_entries_are_unavailable_with_the_install_hint(plugin_entries: Callable[..., Any]) -> None:
@@ -216,7 +255,8 @@ except MissingDependencyError as exc:
     result = plugin_entries("omlcore_pml.plugin", "pml", hidden=("pytorch_metric_learning",), build=True, extra=direct)
     assert HINT in result["extra"] and "miner 'pml.BatchHardMiner'" in result["extra"]
     entries = result["entries"]
-    assert sorted(entries) == sorted([f"pml.{name}" for name in PML_LOSSES + PML_MINERS] + ["pml.PMLLoss"])
+    names = [f"pml.{name}" for name in PML_LOSSES + PML_MINERS]
+    assert sorted(entries) == sorted([*names, "pml.PMLLoss", "pml.objects"])
     for name, entry in entries.items():
         assert entry["available"] is False, name
         assert entry["reason"] == f"needs pytorch_metric_learning, not installed: {HINT}"
