@@ -188,22 +188,28 @@ def _check_arguments(
 
 
 def _type_hints(factory: Callable[..., Any], parameters: Mapping[str, inspect.Parameter]) -> dict[str, Any]:
-    """The parameters' annotations that resolve (string annotations of postponed evaluation included)."""
+    """The parameters' annotations that resolve, each evaluated on its own by :func:`typing.get_type_hints` in the
+    namespace of the factory's module (string annotations of postponed evaluation included). An annotation that does
+    not resolve at run time (it names a ``TYPE_CHECKING``-only import) is left out: that parameter is not checked."""
     function = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
     module = sys.modules.get(getattr(function, "__module__", "") or "")
-    namespace = dict(vars(module)) if module is not None else {}
+    namespace = vars(module) if module is not None else {}
     resolved: dict[str, Any] = {}
     for name, parameter in parameters.items():
-        annotation = parameter.annotation
-        if annotation is inspect.Parameter.empty:
+        if parameter.annotation is inspect.Parameter.empty:
             continue
-        if isinstance(annotation, str):
-            try:
-                annotation = eval(annotation, {"typing": typing, **namespace})  # the module's own annotation text
-            except Exception:  # an annotation naming TYPE_CHECKING-only imports: not checked
-                continue
-        resolved[name] = annotation
+        try:
+            resolved[name] = typing.get_type_hints(_Annotated(name, parameter.annotation), namespace)[name]
+        except (NameError, AttributeError, TypeError, SyntaxError):  # a TYPE_CHECKING-only name, or no type at all
+            continue
     return resolved
+
+
+class _Annotated:
+    """One annotation as an object's ``__annotations__``: what :func:`typing.get_type_hints` evaluates."""
+
+    def __init__(self, name: str, annotation: Any) -> None:
+        self.__annotations__ = {name: annotation}
 
 
 _SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection, set)
