@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omlcore.functional.label_smoothing import label_smoothing
+from omlcore.labels import as_class_ids
 from omlcore.losses.base import Reduction, check_reduction, logs_of, reduce, zero_loss
-from omlcore.miners.base import class_ids
 
 __all__ = ["ArcFaceLoss", "ArcFaceLossWithMLP"]
 
@@ -32,7 +32,8 @@ class ArcFaceLoss(nn.Module):
 
     Args:
         in_features: embedding size.
-        num_classes: classes; labels must be ``0 .. num_classes - 1``.
+        num_classes: classes; labels must be ``0 .. num_classes - 1`` (class ids by the rule of
+            :mod:`omlcore.labels`: integers, or floats that are whole numbers).
         m: angular margin in radians.
         s: scale.
         smoothing_epsilon: ``eps`` in ``[0, 1)``; 0 disables smoothing.
@@ -74,13 +75,12 @@ class ArcFaceLoss(nn.Module):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         name = type(self).__name__
-        labels = torch.as_tensor(labels, device=embeddings.device)
+        labels = as_class_ids(f"{name}: labels", labels, embeddings.device)
         if embeddings.dim() != 2 or embeddings.shape[1] != self.in_features or labels.shape != embeddings.shape[:1]:
             raise ValueError(
                 f"{name}: expected embeddings (B, {self.in_features}) and labels (B,), got "
                 f"{tuple(embeddings.shape)} and {tuple(labels.shape)}"
             )
-        labels = class_ids(name, "labels", labels)
         if len(labels) == 0:
             return reduce(embeddings.new_zeros(0), self.reduction, embeddings, self.weight)
         if bool(((labels < 0) | (labels >= self.num_classes)).any()):

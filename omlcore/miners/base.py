@@ -12,6 +12,7 @@ from torch import Tensor
 
 from omlcore.config import resolve
 from omlcore.functional.linear import fused_linear
+from omlcore.labels import as_class_ids
 from omlcore.protocols import Miner, Triplets
 
 __all__ = [
@@ -72,16 +73,16 @@ class ExtendedTriplets(Triplets):
 def check_inputs(
     owner: str, embeddings: Tensor, labels: Any, ref_emb: Tensor | None = None, ref_labels: Any = None
 ) -> tuple[Tensor, Tensor | None]:
-    """Validate shapes; return ``labels`` (and ``ref_labels``) as int64 tensors on the embeddings' device."""
+    """Validate shapes; return ``labels`` (and ``ref_labels``) as int64 class ids on the embeddings' device, by the
+    one rule of :mod:`omlcore.labels` (integers, or floats that are whole numbers)."""
     if embeddings.dim() != 2:
         raise ValueError(f"{owner}: embeddings must be (B, D), got shape {tuple(embeddings.shape)}")
-    labels = torch.as_tensor(labels, device=embeddings.device)
+    labels = as_class_ids(f"{owner}: labels", labels, embeddings.device)
     if labels.shape != embeddings.shape[:1]:
         raise ValueError(
             f"{owner}: labels must be ({embeddings.shape[0]},) to match embeddings {tuple(embeddings.shape)}, "
             f"got {tuple(labels.shape)}"
         )
-    labels = class_ids(owner, "labels", labels)
     if (ref_emb is None) != (ref_labels is None):
         raise ValueError(f"{owner}: pass both ref_emb and ref_labels, or neither")
     if ref_emb is None:
@@ -90,26 +91,10 @@ def check_inputs(
         raise ValueError(
             f"{owner}: ref_emb must be (R, {embeddings.shape[1]}) like embeddings, got {tuple(ref_emb.shape)}"
         )
-    ref_labels = torch.as_tensor(ref_labels, device=embeddings.device)
+    ref_labels = as_class_ids(f"{owner}: ref_labels", ref_labels, embeddings.device)
     if ref_labels.shape != ref_emb.shape[:1]:
         raise ValueError(f"{owner}: ref_labels must be ({ref_emb.shape[0]},), got {tuple(ref_labels.shape)}")
-    return labels, class_ids(owner, "ref_labels", ref_labels)
-
-
-def class_ids(owner: str, name: str, labels: Tensor) -> Tensor:
-    """``labels`` as int64 class ids; float labels must hold whole numbers (a NaN label is an error, not a class)."""
-    if labels.dtype == torch.int64:
-        return labels
-    if labels.is_complex():
-        raise ValueError(f"{owner}: {name} must be class ids (integers), got {labels.dtype}")
-    if labels.is_floating_point():
-        bad = (~(torch.isfinite(labels) & (labels == labels.round()))).nonzero().flatten()[:5].tolist()
-        if bad:
-            raise ValueError(
-                f"{owner}: {name} must be class ids (whole numbers), got {labels.dtype} values "
-                f"{labels[bad].tolist()} at positions {bad}. Fix: pass integer labels, e.g. labels.long()"
-            )
-    return labels.long()
+    return labels, ref_labels
 
 
 def check_ignore_mask(owner: str, ignore_anchor_mask: Any, labels: Tensor) -> Tensor:

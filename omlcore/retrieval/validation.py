@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from omlcore.errors import OmlcoreError
+from omlcore.labels import as_class_ids
 
 __all__ = [
     "RetrievalInputError",
@@ -72,16 +73,12 @@ def _as_tensor(value: Any) -> Tensor:
 
 
 def as_labels(name: str, value: Any, length: int, device: torch.device) -> Tensor:
-    """Integer class labels as a 1-D int64 tensor of ``length`` on ``device``."""
-    tensor = _as_tensor(value)
-    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
-        fix = "labels.long()" if tensor.is_floating_point() else "integer ids (e.g. from pandas.factorize)"
-        raise TypeError(
-            f"{name} must hold integer class ids, got dtype {tensor.dtype}. Fix: pass {fix}"
-            + (" after checking that every value is a whole number" if tensor.is_floating_point() else "")
-        )
+    """Class labels as a 1-D int64 tensor of ``length`` on ``device``, by the one rule of :mod:`omlcore.labels`
+    (integers, or floats that are whole numbers; a ``TypeError`` or :class:`~omlcore.labels.InvalidLabelsError`
+    otherwise)."""
+    tensor = as_class_ids(name, value)
     check_length(name, tensor, length)
-    return tensor.to(device=device, dtype=torch.long)
+    return tensor.to(device)
 
 
 def as_int_keys(name: str, value: Any, length: int, device: torch.device) -> Tensor:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from omlcore.config import resolve
+from omlcore.labels import InvalidLabelsError
 from omlcore.metrics import PML_METRICS, EmbeddingMetrics
 from omlcore.plugins import get_registry
 from omlcore.protocols import MetricAccumulator
@@ -234,8 +235,10 @@ def test_bad_batches_are_named() -> None:
     bad["embeddings"][[7, 9]] = float("nan")
     with pytest.raises(RetrievalInputError, match=r"contain NaN or Inf in 2 of 160 rows: items with index 7, 9"):
         metrics.update(bad)
-    with pytest.raises(TypeError, match=r"labels'\] must hold integer class ids, got dtype torch\.float32"):
-        metrics.update({**data, "labels": data["labels"].float()})
+    with pytest.raises(
+        InvalidLabelsError, match=r"labels'\] must be class ids.*float32 values \[nan\] at positions \[4\]"
+    ):
+        metrics.update({**data, "labels": data["labels"].float().index_fill(0, torch.tensor([4]), float("nan"))})
     with pytest.raises(RetrievalInputError, match=r"batch\['is_query'\] must be 1-D with one entry per row"):
         metrics.update({**data, "is_query": data["is_query"][:5]})
     metrics.update(data)

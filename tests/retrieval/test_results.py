@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from omlcore.labels import InvalidLabelsError
 from omlcore.retrieval import QueryGallerySplit, RetrievalInputError, RetrievalResults, relevant_counts
 
 
@@ -148,8 +149,10 @@ def test_without_labels_there_is_no_relevance() -> None:
 def test_bad_input_errors() -> None:
     embeddings = torch.randn(6, 3)
     labels = torch.arange(6)
-    with pytest.raises(TypeError, match=r"integer class ids, got dtype torch\.float32.*labels\.long\(\)"):
-        RetrievalResults.from_embeddings(embeddings, labels.float())
+    with pytest.raises(
+        InvalidLabelsError, match=r"labels must be class ids.*float32 values \[2\.5\] at positions \[2\]"
+    ):
+        RetrievalResults.from_embeddings(embeddings, labels.float().index_fill(0, torch.tensor([2]), 2.5))
     with pytest.raises(TypeError, match=r"labels must hold integer class ids, got dtype torch\.bool"):
         RetrievalResults.from_embeddings(embeddings, labels > 2)
     with pytest.raises(RetrievalInputError, match=r"labels must be 1-D with one entry per row of the embeddings \(6\)"):
