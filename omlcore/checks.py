@@ -71,8 +71,8 @@ def run_checks(obj: object, role: str, *, registry: Registry | None = None) -> N
 def check_loss(loss: Callable[..., Any], *, registry: Registry | None = None) -> None:
     """Raise :class:`IncompatibleComponentError` unless ``loss`` can be called as ``loss(embeddings, labels)``.
 
-    ``loss`` must be callable and pass every registered check (:func:`run_checks`, role ``"loss"``); e.g. the
-    ``pml`` plugin's check rejects a self-supervised PML loss, which takes no labels.
+    ``loss`` must be callable and pass every registered check (:func:`run_checks`, role ``"loss"``), e.g. a
+    framework adapter's check that rejects that framework's self-supervised losses, which take no labels.
     """
     if not callable(loss):
         raise IncompatibleComponentError(f"the loss must be callable as loss(embeddings, labels); got {describe(loss)}")

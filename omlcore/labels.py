@@ -3,8 +3,8 @@
 Labels are class ids, turned into an int64 tensor by :func:`as_class_ids`:
 
 - integers (tensors, numpy arrays, sequences of any integer dtype) are taken as they are;
-- floats only when every value is a whole number (``[0.0, 3.0]``, as PML users pass them); a NaN, an infinity or a
-  fraction is an :class:`InvalidLabelsError` naming the first bad positions and values;
+- floats only when every value is a whole number (``[0.0, 3.0]``, as other metric-learning libraries accept them);
+  a NaN, an infinity or a fraction is an :class:`InvalidLabelsError` naming the first bad positions and values;
 - booleans, complex numbers, strings and other objects are a ``TypeError``: code them as integer ids first.
 """
 
