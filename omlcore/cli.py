@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from omlcore import __version__
-from omlcore.errors import OmlcoreError, PluginLoadWarning
+from omlcore.errors import OmlcoreError, PluginLoadWarning, RunInterrupted
 
 __all__ = ["main"]
 
@@ -165,7 +165,7 @@ def _show_plugin_warning(message: warnings.WarningMessage) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 usage or omlcore error)."""
+    """Run the CLI; returns the exit status (0 ok, 2 usage or omlcore error, 130 interrupted by Ctrl-C)."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -180,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OmlcoreError as error:
                 status = 2
                 print(f"error: {error}", file=sys.stderr)
+            except KeyboardInterrupt as interrupted:
+                status = 130  # as a shell reports a process ended by SIGINT
+                if not isinstance(interrupted, RunInterrupted):  # a run has printed where it is and how to resume
+                    print("\ninterrupted", file=sys.stderr)
     finally:  # shown once the recording is over: showing them inside it would record them again, forever
         for message in caught:
             if issubclass(message.category, PluginLoadWarning):

@@ -12,6 +12,7 @@ __all__ = [
     "MissingDependencyError",
     "OmlcoreError",
     "PluginLoadWarning",
+    "RunInterrupted",
     "UnknownComponentError",
 ]
 
@@ -37,6 +38,14 @@ class DuplicateComponentError(OmlcoreError):
 
 class DataValidationError(OmlcoreError, ValueError):
     """A dataset (CSV / dataframe / image file) violates omlcore's data contract."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run was interrupted (Ctrl-C); ``message`` says where the run is and the command that continues it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class PluginLoadWarning(UserWarning):

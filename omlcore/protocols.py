@@ -435,3 +435,7 @@ class Runner(Protocol):
     def extractor_weights(self, checkpoint: Mapping[str, Any]) -> Mapping[str, Tensor] | None:
         """The extractor's state dict inside a loaded checkpoint of this runner, or None if it is not one."""
         ...
+
+    def trained_epochs(self, checkpoint: Mapping[str, Any]) -> int | None:
+        """How many epochs a loaded resumable checkpoint of this runner has trained, or None if it is not one."""
+        ...

@@ -81,14 +81,17 @@ class LightningRunner:
         return self.pl.Trainer(**{**self.trainer_args, **args})
 
     def fit(self, job: FitJob) -> None:
-        """``trainer.fit`` with validation every epoch, ``checkpoints/last.ckpt`` and CSV logs in the run folder."""
+        """``trainer.fit`` with validation every epoch, ``checkpoints/last.ckpt`` after every epoch and CSV logs in
+        the run folder. Ctrl-C (which Lightning turns into ``SystemExit``) is raised as ``KeyboardInterrupt``."""
         from omlcore_lightning import MetricValCallback, RetrievalModule
 
         pl = self.pl
         on_epoch = job.on_epoch
+        last = job.checkpoint_dir / self.checkpoint_name
 
-        class EpochRecords(pl.Callback):  # type: ignore[name-defined]
-            """The epoch's mean loss and loss statistics (as omlcore_torch.fit records them) plus the metrics."""
+        class EpochCheckpoint(pl.Callback):  # type: ignore[name-defined]
+            """After every epoch: ``last.ckpt`` (written atomically), then the epoch's record for the pipeline: the
+            mean loss and loss statistics (as omlcore_torch.fit records them) plus the validation metrics."""
 
             def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
                 self.sums: dict[str, float] = {}
@@ -102,10 +105,14 @@ class LightningRunner:
                 self.steps += 1
 
             def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+                temporary = last.with_name(last.name + ".tmp")
+                trainer.save_checkpoint(temporary)  # every process takes part; process 0 writes
                 if trainer.is_global_zero:
-                    means = {name: total / max(self.steps, 1) for name, total in self.sums.items()}
-                    metrics = {k: v for k, v in _records(trainer).items() if not k.startswith("train/")}
-                    on_epoch({"epoch": trainer.current_epoch, **means, **metrics})
+                    os.replace(temporary, last)
+                trainer.strategy.barrier("omlcore last.ckpt")
+                means = {name: total / max(self.steps, 1) for name, total in self.sums.items()}
+                metrics = {k: v for k, v in _records(trainer).items() if not k.startswith("train/")}
+                on_epoch({"epoch": trainer.current_epoch, **means, **metrics})
 
         module = RetrievalModule(
             job.model,
@@ -114,24 +121,29 @@ class LightningRunner:
             scheduler=job.build_scheduler,
             scheduler_interval=self.scheduler_interval,
         )
-        callbacks: list[Any] = [
-            pl.callbacks.ModelCheckpoint(dirpath=job.checkpoint_dir, save_last=True, save_top_k=0),
-        ]
+        callbacks: list[Any] = []
         val_loader = None
         if job.val_dataset is not None and job.metric is not None:
-            callbacks.insert(0, MetricValCallback(job.metric))
+            callbacks.append(MetricValCallback(job.metric))
             val_loader = DataLoader(job.val_dataset, batch_size=job.batch_size, num_workers=job.num_workers)
-        callbacks.append(EpochRecords())
+        callbacks.append(EpochCheckpoint())
         trainer = self._trainer(
             max_epochs=self.epochs,
             callbacks=callbacks,
+            enable_checkpointing=False,  # EpochCheckpoint writes last.ckpt; no ModelCheckpoint of Lightning's own
             logger=pl.loggers.CSVLogger(job.checkpoint_dir.parent, name="logs", version=""),
             gradient_clip_val=self.grad_clip_norm,
             log_every_n_steps=self.log_every_n_steps,
             check_val_every_n_epoch=self.val_every_n_epochs,
             num_sanity_val_steps=0,
         )
-        trainer.fit(module, job.train_loader, val_loader, ckpt_path=job.resume)
+        job.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            trainer.fit(module, job.train_loader, val_loader, ckpt_path=job.resume)
+        except SystemExit:
+            if trainer.interrupted:  # Lightning caught Ctrl-C, shut down gracefully and exited
+                raise KeyboardInterrupt from None
+            raise
 
     def evaluate(
         self, model: nn.Module, dataset: Dataset[Any], metric: MetricAccumulator, batch_size: int, num_workers: int
@@ -169,6 +181,15 @@ class LightningRunner:
             os.environ[RUN_DIR_ENV] = str(path)
             return path
         return Path(os.environ.get(RUN_DIR_ENV, path))
+
+    def trained_epochs(self, checkpoint: Mapping[str, Any]) -> int | None:
+        """The epochs a ``last.ckpt`` has trained (Lightning's fit-loop progress: epochs processed)."""
+        if self.extractor_weights(checkpoint) is None:
+            return None
+        try:
+            return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+        except (KeyError, TypeError, ValueError):
+            return int(checkpoint["epoch"]) + 1 if isinstance(checkpoint.get("epoch"), int) else None
 
     def extractor_weights(self, checkpoint: Mapping[str, Any]) -> Mapping[str, Tensor] | None:
         """The ``extractor.*`` entries of a checkpoint of :class:`~omlcore_lightning.RetrievalModule`."""

@@ -176,3 +176,8 @@ class TorchRunner:
         """The ``model`` entry of a :func:`~omlcore_torch.fit` checkpoint."""
         model = checkpoint.get("model")
         return model if isinstance(model, Mapping) and "optimizer" in checkpoint else None
+
+    def trained_epochs(self, checkpoint: Mapping[str, Any]) -> int | None:
+        """The ``epoch`` entry of a :func:`~omlcore_torch.fit` checkpoint (the epochs done)."""
+        epoch = checkpoint.get("epoch")
+        return epoch if isinstance(epoch, int) and self.extractor_weights(checkpoint) is not None else None

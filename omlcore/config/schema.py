@@ -141,6 +141,12 @@ OPTIONS: tuple[Option, ...] = (
         choices=("train", "validation", None),
     ),
     Option("predict.top_k", (int,), 5, "predict: nearest neighbours written per item"),
+    Option(
+        "predict.strict",
+        (bool,),
+        False,
+        "predict: an unreadable file of an image folder stops the run (default: it is listed and left out)",
+    ),
 )
 
 #: Keys that hold a mapping of options.

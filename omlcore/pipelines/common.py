@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import pickle
 import random
 import time
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +30,15 @@ __all__ = [
     "EXTRACTOR_CHECKPOINT",
     "RunFolder",
     "build_runner",
+    "config_files",
     "dataset_csv",
     "flat_scalars",
     "format_table",
     "load_extractor",
     "prepare",
+    "read_checkpoint",
     "seed_everything",
+    "write_atomically",
 ]
 
 #: The sub-folder of a run that holds its checkpoints.
@@ -44,33 +50,69 @@ BEST_CHECKPOINT = "best.pt"
 ConfigSource = Config | str | os.PathLike[str] | Mapping[str, Any]
 
 
+def config_files(folder: Path) -> list[Path]:
+    """A run folder's configs, oldest first: ``config.yaml``, then ``config.resume-1.yaml``, ... of its resumes."""
+    resumes = {int(p.stem.rsplit("-", 1)[1]): p for p in folder.glob("config.resume-*.yaml") if p.stem[-1].isdigit()}
+    first = folder / "config.yaml"
+    return ([first] if first.is_file() else []) + [resumes[n] for n in sorted(resumes)]
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(temporary)`` next to ``path``, then rename it into place: a crash leaves the old file or the new one,
+    never half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 class RunFolder:
     """A run's own folder: ``config.yaml`` (resolved), ``log.txt`` (everything printed), metrics, checkpoints.
 
-    In a distributed run every process runs the pipeline (the collective steps must match), but only the primary
-    one (:meth:`Runner.is_primary <omlcore.protocols.Runner.is_primary>`) creates the folder, prints and writes;
-    the others learn its path from the runner (:meth:`~omlcore.protocols.Runner.share_run_dir`).
+    Every file is written atomically (:func:`write_atomically`; ``log.txt`` is appended to). A resumed run keeps the
+    run's ``config.yaml`` and records its own config as ``config.resume-<n>.yaml``. In a distributed run every
+    process runs the pipeline (the collective steps must match), but only the primary one
+    (:meth:`Runner.is_primary <omlcore.protocols.Runner.is_primary>`) creates the folder, prints and writes; the
+    others learn its path from the runner (:meth:`~omlcore.protocols.Runner.share_run_dir`).
     """
 
-    def __init__(self, path: Path, config: Config, pipeline: Pipeline, runner: Runner) -> None:
+    def __init__(self, path: Path, config: Config, pipeline: Pipeline, runner: Runner, *, resumed: bool) -> None:
         self.config = config
         self.primary = runner.is_primary()
         self.path = runner.share_run_dir(path)
-        if self.primary:
+        self.config_name = "config.yaml"
+        if not self.primary:
+            return
+        try:
             self.path.mkdir(parents=True, exist_ok=True)
-            (self.path / "config.yaml").write_text(
-                f"# omlcore {pipeline}: the resolved config of this run\n{config.to_yaml()}", encoding="utf-8"
-            )
+        except OSError as error:
+            raise ConfigError(
+                "output_dir", f"cannot create the run folder '{self.path}': {error.strerror or error}", _source(config)
+            ) from None
+        if resumed:
+            self.config_name = f"config.resume-{len(config_files(self.path))}.yaml"
+        header = f"# omlcore {pipeline}{' (resumed)' if resumed else ''}: the resolved config of this run\n"
+        self.write_text(self.config_name, header + config.to_yaml())
 
     @classmethod
     def create(cls, config: Config, pipeline: Pipeline, runner: Runner) -> RunFolder:
         """``<output_dir>/<run_name>``, default ``<pipeline>-<config name>-<date-time>`` (made unique)."""
+        output = Path(config["output_dir"])
+        if output.exists() and not output.is_dir():
+            raise ConfigError("output_dir", f"'{output}' is a file, not a folder; name a folder", _source(config))
         name = config["run_name"] or f"{pipeline}-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        base = Path(config["output_dir"]) / name
+        base = output / name
         path, number = base, 1
         while path.exists():
             path, number = base.with_name(f"{base.name}-{number}"), number + 1
-        return cls(path, config, pipeline, runner)
+        return cls(path, config, pipeline, runner, resumed=False)
+
+    @classmethod
+    def resume(cls, path: Path, config: Config, pipeline: Pipeline, runner: Runner) -> RunFolder:
+        """The existing run folder ``path``, continued (its files are kept; see :class:`RunFolder`)."""
+        return cls(path, config, pipeline, runner, resumed=True)
 
     @property
     def checkpoints(self) -> Path:
@@ -84,31 +126,36 @@ class RunFolder:
         with (self.path / "log.txt").open("a", encoding="utf-8") as log:
             log.write(message + "\n")
 
-    def write_json(self, name: str, data: Any) -> Path:
+    def write_text(self, name: str, text: str) -> Path:
+        """``<run>/<name>`` with ``text`` (the primary process only)."""
         path = self.path / name
-        if not self.primary:
-            return path
-        path.write_text(json.dumps(data, indent=2, default=_plain) + "\n", encoding="utf-8")
+        if self.primary:
+            write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
         return path
+
+    def write_json(self, name: str, data: Any) -> Path:
+        return self.write_text(name, json.dumps(data, indent=2, default=_plain) + "\n")
+
+    def write_csv(self, name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        writer.writerows(rows)
+        return self.write_text(name, buffer.getvalue())
 
     def save_weights(self, name: str, module: nn.Module) -> Path:
         """``checkpoints/<name>``: the state dict of ``module`` (the primary process only)."""
         path = self.checkpoints / name
         if self.primary:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
-            torch.save(module.state_dict(), path)
+            write_atomically(path, lambda temporary: torch.save(module.state_dict(), temporary))
         return path
 
     def write_records(self, stem: str, records: Sequence[Mapping[str, Any]]) -> None:
         """``<stem>.json`` and ``<stem>.csv`` with one row per record (columns: every key seen, in order)."""
-        if not self.primary:
-            return
         self.write_json(f"{stem}.json", list(records))
         columns = list(dict.fromkeys(key for record in records for key in record))
-        with (self.path / f"{stem}.csv").open("w", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(records)
+        self.write_csv(f"{stem}.csv", columns, ([record.get(c, "") for c in columns] for record in records))
 
 
 def _plain(value: Any) -> Any:
@@ -168,6 +215,23 @@ def dataset_csv(config: Config) -> tuple[Path, Path | None]:
     return csv_path, Path(root) if root is not None else None
 
 
+def read_checkpoint(path: Path, what: str, source: str | None) -> Mapping[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a checkpoint, or a :class:`ConfigError` that names the file and
+    what is wrong with it (empty, truncated, not a checkpoint)."""
+    if path.stat().st_size == 0:
+        raise ConfigError(what, f"'{path}' is empty (0 bytes): it is not a checkpoint", source)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(
+            what, f"'{path}' cannot be read as a checkpoint (truncated or not a torch file: {reason})", source
+        ) from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(what, f"'{path}' holds a {type(loaded).__name__}, not a checkpoint", source)
+    return loaded
+
+
 def load_extractor(config: Config, runner: Runner) -> nn.Module:
     """The extractor of the config, with the weights of ``checkpoint`` when set: a run folder (its
     ``checkpoints/extractor.pt``), a state dict file (``extractor.pt``, ``best.pt``) or a checkpoint of ``runner``."""
@@ -178,10 +242,10 @@ def load_extractor(config: Config, runner: Runner) -> nn.Module:
             path = path / CHECKPOINTS / EXTRACTOR_CHECKPOINT
         if not path.is_file():
             raise ConfigError("checkpoint", f"no such file: '{path}'", _source(config))
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-        state = runner.extractor_weights(loaded) if isinstance(loaded, Mapping) else None
+        loaded = read_checkpoint(path, "checkpoint", _source(config))
+        state = runner.extractor_weights(loaded)
         if state is None:
-            if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
+            if not all(isinstance(v, Tensor) for v in loaded.values()):
                 raise ConfigError(
                     "checkpoint",
                     f"'{path}' is neither a state dict nor a checkpoint of runner '{config['runner.name']}'; pass a "

@@ -10,7 +10,7 @@ queries). ``resume: <run folder>`` continues an interrupted run in its folder.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from omlcore.config import Config, ConfigError, accepts, build_component
 from omlcore.datasets import ImageLabeledDataset, ImageQueryGalleryDataset
+from omlcore.errors import RunInterrupted
 from omlcore.keys import SPLIT_COLUMN, SPLIT_VALIDATION
 from omlcore.pipelines.common import (
     BEST_CHECKPOINT,
@@ -35,8 +36,9 @@ from omlcore.pipelines.common import (
     prepare,
     seed_everything,
 )
+from omlcore.pipelines.resume import find_resume
 from omlcore.pipelines.visuals import save_visualisations
-from omlcore.protocols import FitJob, Runner
+from omlcore.protocols import FitJob
 
 __all__ = ["TrainResult", "train"]
 
@@ -58,39 +60,19 @@ class TrainResult:
     trained: dict[str, float]
 
 
-def _resume_target(config: Config, runner: Runner) -> tuple[Path | None, Path | None]:
-    """(run folder to continue in, checkpoint to resume from) of ``config["resume"]``."""
-    resume = config["resume"]
-    if resume is None:
-        return None, None
-    path = Path(resume)
-    source = str(config.source) if config.source else None
-    if path.is_dir():
-        checkpoint = path / CHECKPOINTS / runner.checkpoint_name
-        if not checkpoint.is_file():
-            raise ConfigError(
-                "resume", f"the run folder '{path}' has no '{CHECKPOINTS}/{runner.checkpoint_name}' to resume", source
-            )
-        return path, checkpoint
-    if path.is_file():
-        return None, path
-    raise ConfigError("resume", f"'{path}' is neither a run folder nor a checkpoint file", source)
-
-
 def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
     """Run the training pipeline of ``config`` (a YAML file, a shipped config name, a mapping or a Config).
 
-    Everything is checked before anything heavy starts; see the module docstring for what the run writes.
+    Everything is checked before the run folder is created or changed (the config, the resume target, the data,
+    the model, the optimizer and scheduler arguments); see the module docstring for what the run writes.
+
+    Raises:
+        RunInterrupted: Ctrl-C during training (a ``KeyboardInterrupt``), after the last epoch's checkpoint.
     """
     config, runner = prepare(config, overrides, "train")
-    folder_to_continue, checkpoint = _resume_target(config, runner)
-    csv_path, root = dataset_csv(config)
-    if folder_to_continue is not None:
-        run = RunFolder(folder_to_continue, config, "train", runner)
-    else:
-        run = RunFolder.create(config, "train", runner)
-    run.log(f"omlcore train: {config.source or config.name} -> {run.path}")
     source = str(config.source) if config.source else None
+    resume = find_resume(config, runner)
+    csv_path, root = dataset_csv(config)
 
     seed_everything(config["seed"])
     batch_size, num_workers = config["dataset.batch_size"], config["dataset.num_workers"]
@@ -111,8 +93,34 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
     )
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=num_workers)
     model = load_extractor(config, runner)
+    if resume is not None:
+        resume.check_fits(model, source)
     loss = build_component("loss", config["loss"], "loss", source=source)
     metric = build_component("metric", config["metric"], "metric", source=source) if val_set is not None else None
+    job = FitJob(
+        model=model,
+        loss=loss,
+        build_optimizer=_builder("optimizer", config["optimizer"], source),
+        build_scheduler=_builder("scheduler", config["scheduler"], source) if config["scheduler"] else None,
+        train_loader=loader,
+        val_dataset=val_set,
+        metric=metric,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        checkpoint_dir=Path(),  # set below, in the run folder
+        resume=resume.checkpoint if resume is not None else None,
+        on_epoch=lambda record: None,
+    )
+    _try_optimizer(job)
+
+    if resume is not None and resume.folder is not None:
+        run = RunFolder.resume(resume.folder, config, "train", runner)
+        run.log(
+            f"\nomlcore train: {config.source or config.name} -> {run.path} (resumed after {resume.epochs_done} epochs)"
+        )
+    else:
+        run = RunFolder.create(config, "train", runner)
+        run.log(f"omlcore train: {config.source or config.name} -> {run.path}")
     run.log(f"data: {len(train_set)} training images, {len(val_set) if val_set else 0} validation images ({csv_path})")
 
     def evaluate() -> dict[str, float]:
@@ -121,13 +129,13 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
 
     best = _BestEpoch(config, run, model, source) if val_set is not None else None
     untrained: dict[str, float] = {}
-    if val_set is not None and config["validate_untrained"] and checkpoint is None:
+    if val_set is not None and config["validate_untrained"] and resume is None:
         untrained = evaluate()
         run.log(f"\nValidation of the untrained model:\n{format_table({'untrained': untrained})}\n")
         if best is not None:
             best.check(untrained)  # an unknown metric name stops the run before training
 
-    previous = _previous_history(run.path) if folder_to_continue else []
+    previous = _previous_history(run.path, source) if resume is not None and resume.folder is not None else []
     history: dict[int, dict[str, float]] = {int(record["epoch"]): record for record in previous}
 
     def on_epoch(record: dict[str, float]) -> None:
@@ -141,31 +149,17 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
         if best is not None:
             best.update(record, [history[e] for e in sorted(history) if e < epoch])
 
-    optimizer_config, scheduler_config = config["optimizer"], config["scheduler"]
-    runner.fit(
-        FitJob(
-            model=model,
-            loss=loss,
-            build_optimizer=lambda params: build_component(
-                "optimizer", optimizer_config, "optimizer", params, source=source
-            ),
-            build_scheduler=(
-                None
-                if scheduler_config is None
-                else lambda optimizer: build_component(
-                    "scheduler", scheduler_config, "scheduler", optimizer, source=source
-                )
-            ),
-            train_loader=loader,
-            val_dataset=val_set,
-            metric=metric,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            checkpoint_dir=run.checkpoints,
-            resume=checkpoint,
-            on_epoch=on_epoch,
+    job.checkpoint_dir, job.on_epoch = run.checkpoints, on_epoch
+    try:
+        runner.fit(job)
+    except KeyboardInterrupt:
+        done = max(history, default=-1) + 1
+        message = (
+            f"interrupted after {done} of {runner.epochs} epochs; the run is in {run.path}. Continue it with: "
+            f"omlcore train {run.path / run.config_name} resume={run.path}"
         )
-    )
+        run.log(f"\n{message}")
+        raise RunInterrupted(message) from None
     run.save_weights(EXTRACTOR_CHECKPOINT, model)
 
     trained: dict[str, float] = {}
@@ -180,6 +174,19 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
             run.log(f"\nworst queries: {', '.join(str(p.relative_to(run.path)) for p in written)}")
     run.log(f"\nrun folder: {run.path}")
     return TrainResult(run.path, [history[e] for e in sorted(history)], untrained, trained)
+
+
+def _builder(kind: str, spec: Mapping[str, Any], source: str | None) -> Callable[[Any], Any]:
+    """``first -> build_component(kind, spec, kind, first)``: the optimizer's and the scheduler's factories."""
+    return lambda first: build_component(kind, spec, kind, first, source=source)
+
+
+def _try_optimizer(job: FitJob) -> None:
+    """Build the optimizer and scheduler once on throwaway copies, so that a bad argument value (``lr: -1``) stops
+    the run before its folder exists. The runner builds the ones it trains with."""
+    optimizer = job.build_optimizer(job.trainable_parameters())
+    if job.build_scheduler is not None:
+        job.build_scheduler(optimizer)
 
 
 class _BestEpoch:
@@ -221,11 +228,24 @@ class _BestEpoch:
         self.run.log(f"best {self.key} so far ({value:.4f}, epoch {epoch}): {CHECKPOINTS}/{BEST_CHECKPOINT}")
 
 
-def _previous_history(folder: Path) -> list[dict[str, Any]]:
+def _previous_history(folder: Path, source: str | None) -> list[dict[str, Any]]:
+    """The epoch records of the run being resumed (``metrics.json``; none if it has none yet)."""
     path = folder / "metrics.json"
     if not path.is_file():
         return []
-    loaded = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            "resume",
+            f"'{path}' is not valid JSON ({error}); it holds the records of the epochs done: restore it, or move it "
+            "away to resume without the earlier epochs' records",
+            source,
+        ) from None
+    if not isinstance(loaded, list):
+        raise ConfigError(
+            "resume", f"'{path}' does not hold a list of epoch records; restore it or move it away", source
+        )
     return [dict(record) for record in loaded if isinstance(record, Mapping)]
 
 

@@ -42,14 +42,14 @@ def validate(config: ConfigSource, overrides: Sequence[str] = ()) -> ValidateRes
     """Run the validation pipeline of ``config`` (a YAML file, a shipped config name, a mapping or a Config)."""
     config, runner = prepare(config, overrides, "validate")
     csv_path, root = dataset_csv(config)
-    run = RunFolder.create(config, "validate", runner)
     source = str(config.source) if config.source else None
-    run.log(f"omlcore validate: {config.source or config.name} -> {run.path}")
     seed_everything(config["seed"])
     transform = build_component("transform", config["transforms_val"], "transforms_val", source=source)
     dataset = ImageQueryGalleryDataset(csv_path, root, transform, check_images=config["dataset.check_images"])
     model = load_extractor(config, runner)
     metric = build_component("metric", config["metric"], "metric", source=source)
+    run = RunFolder.create(config, "validate", runner)  # after every check: a failed run leaves no folder
+    run.log(f"omlcore validate: {config.source or config.name} -> {run.path}")
     results = runner.evaluate(model, dataset, metric, config["dataset.batch_size"], config["dataset.num_workers"])
     metrics = flat_scalars(results)
     weights = config["checkpoint"] or "the config's weights"

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from omlcore.cli import main
+from omlcore.config import ConfigError
 from omlcore.pipelines import train, validate
 
 from .conftest import run_folders
@@ -123,3 +124,28 @@ def test_config_errors_stop_the_cli_before_any_run(tiny_config: Path, capsys: py
         assert main([command, str(tiny_config), "dataset.csv=missing.csv"]) == 2
         assert "dataset.csv: no such file: 'missing.csv'" in capsys.readouterr().err
     assert run_folders(tiny_config) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.args.lr=-1.0", r"optimizer: optimizer 'sgd' could not be built: Invalid learning rate"),
+        ("scheduler={name: onecycle, args: {max_lr: 0.1}}", r"scheduler: scheduler 'onecycle' could not be built"),
+        ("extractor.args.feat_dim=0", r"extractor: extractor 'small_cnn' could not be built"),
+    ],
+)
+def test_bad_argument_values_stop_the_run_before_its_folder_exists(
+    tiny_config: Path, override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        train(tiny_config, [override])
+    assert run_folders(tiny_config) == []
+
+
+def test_an_output_dir_that_is_a_file_is_named(tiny_config: Path, tmp_path: Path) -> None:
+    occupied = tmp_path / "a-file"
+    occupied.write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"output_dir: '.*a-file' is a file, not a folder"):
+        train(tiny_config, [f"output_dir={occupied}"])
+    with pytest.raises(ConfigError, match=r"output_dir: cannot create the run folder '.*a-file/inside/"):
+        train(tiny_config, [f"output_dir={occupied / 'inside'}"])

@@ -13,6 +13,7 @@ import pytest
 
 from omlcore.cli import main
 from omlcore.config import ConfigError
+from omlcore.errors import DataValidationError
 from omlcore.pipelines import predict, train, validate
 from omlcore.utils.optional import is_available
 
@@ -117,3 +118,44 @@ def test_predict_uses_the_configured_knn_backend(tiny_config: Path, monkeypatch:
     assert [[o["index"] for o in i["neighbours"]] for i in found] == [
         [o["index"] for o in i["neighbours"]] for i in expected
     ]
+
+
+def test_validate_stops_before_its_folder_exists(tiny_config: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"checkpoint: no such file: 'nowhere'"
+    ):
+        validate(tiny_config, ["checkpoint=nowhere"])
+    with pytest.raises(ConfigError, match=r"metric: metric 'embedding_metrics' could not be built"):
+        validate(tiny_config, ["metric.args.cmc_top_k=[0]"])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a torch file" * 10)
+    with pytest.raises(ConfigError, match=r"checkpoint: '.*garbage\.pt' cannot be read as a checkpoint"):
+        validate(tiny_config, [f"checkpoint={garbage}"])
+    assert run_folders(tiny_config) == []
+
+
+def test_predict_embeds_the_readable_images_of_a_folder_and_lists_the_others(
+    tiny_config: Path, tiny_csv: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("0_0.png", "1_0.png", "2_0.png"):
+        shutil.copy(tiny_csv.parent / name, folder / name)
+    (folder / "notes.png").write_text("a text file named .png")
+    (folder / "cut.png").write_bytes((tiny_csv.parent / "3_0.png").read_bytes()[:60])  # truncated
+    result = predict(tiny_config, [f"predict.data={folder}", "predict.top_k=1"])
+    assert [Path(p).name for p in result.paths] == ["0_0.png", "1_0.png", "2_0.png"]
+    assert result.embeddings.shape == (3, 8)
+    assert sorted(Path(path).name for path, _ in result.unreadable) == ["cut.png", "notes.png"]
+    listed = pd.read_csv(result.run_dir / "unreadable.csv")
+    assert sorted(Path(p).name for p in listed["path"]) == ["cut.png", "notes.png"] and listed["reason"].str.len().min()
+    log = (result.run_dir / "log.txt").read_text()
+    assert "2 unreadable file(s) left out (unreadable.csv)" in log and "notes.png: UnidentifiedImageError" in log
+
+    with pytest.raises(DataValidationError, match=r"2 file\(s\) in '.*mixed' cannot be read .*predict\.strict=false"):
+        predict(tiny_config, [f"predict.data={folder}", "predict.strict=true", "run_name=strict"])
+    for name in ("0_0.png", "1_0.png", "2_0.png"):
+        (folder / name).unlink()
+    with pytest.raises(DataValidationError, match=r"no image in '.*mixed' could be read"):
+        predict(tiny_config, [f"predict.data={folder}", "run_name=none"])
+    assert [p.name for p in run_folders(tiny_config)] == [result.run_dir.name]
