@@ -121,9 +121,7 @@ def test_predict_uses_the_configured_knn_backend(tiny_config: Path, monkeypatch:
 
 
 def test_validate_stops_before_its_folder_exists(tiny_config: Path, tmp_path: Path) -> None:
-    with pytest.raises(
-        ConfigError, match=r"checkpoint: no such file: 'nowhere'"
-    ):
+    with pytest.raises(ConfigError, match=r"checkpoint: no such file: 'nowhere'"):
         validate(tiny_config, ["checkpoint=nowhere"])
     with pytest.raises(ConfigError, match=r"metric: metric 'embedding_metrics' could not be built"):
         validate(tiny_config, ["metric.args.cmc_top_k=[0]"])
