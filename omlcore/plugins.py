@@ -28,6 +28,7 @@ import difflib
 import importlib.metadata
 import os
 import sys
+import types
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -158,15 +159,22 @@ class OmlcorePluginManager(pluggy.PluginManager):
             self.enable_tracing()
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
-        """pluggy's ``register``, plus a warning for ``@hookimpl`` functions that match no omlcore hook."""
+        """pluggy's ``register``, plus a warning for ``@hookimpl`` functions that match no omlcore hook and for
+        ``register_<kinds>`` functions of the plugin's own that lack ``@hookimpl`` (pluggy ignores them)."""
         registered = super().register(plugin, name)
         for attribute in dir(plugin):
-            if attribute not in KINDS.values() and self.parse_hookimpl_opts(plugin, attribute) is not None:
-                close = difflib.get_close_matches(attribute, KINDS.values(), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+            marked = self.parse_hookimpl_opts(plugin, attribute) is not None
+            close = difflib.get_close_matches(attribute, KINDS.values(), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close and close[0] != attribute else ""
+            if marked and attribute not in KINDS.values():
                 _warn(
                     f"omlcore plugin '{registered}' implements '{attribute}', which is not an omlcore hook{hint}; "
                     f"it is never called. Hooks: {', '.join(KINDS.values())}."
+                )
+            elif not marked and attribute.startswith("register_") and _defined_by(plugin, attribute):
+                _warn(
+                    f"omlcore plugin '{registered}' defines '{attribute}' without @hookimpl{hint}, so it is never "
+                    "called; decorate it with omlcore.hookspecs.hookimpl."
                 )
         return registered
 
@@ -203,13 +211,28 @@ class OmlcorePluginManager(pluggy.PluginManager):
             try:
                 plugin = ep.load()
                 self.register(plugin, name=ep.name)
-            except Exception as error:
+            except (Exception, SystemExit) as error:  # a plugin that exits at import must not end the host
                 info.status, info.error = "failed", f"{type(error).__name__}: {error}"
                 _warn(_failure_message(info))
             else:
                 self._log(f"loaded plugin {ep.name!r} from {dist_name} {version}")
             self._infos[ep.name] = info
         self._registry = None
+        self._warn_unknown_names(seen)
+
+    def _warn_unknown_names(self, found: Iterable[str]) -> None:
+        """A warning for each name in the switches that no installed plugin has (a typo turns a switch into a no-op,
+        or, in the allow-list, turns every other plugin off)."""
+        known = sorted(set(found))
+        switches = [(ENV_DISABLE, self.settings.disabled), (ENV_ALLOW, self.settings.allowed or frozenset())]
+        for variable, names in switches:
+            for unknown in sorted(set(names) - set(known) - {CORE_PLUGIN_NAME}):
+                close = difflib.get_close_matches(unknown, known, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                _warn(
+                    f"{variable} names '{unknown}', which no installed omlcore plugin is called.{hint} "
+                    f"Installed: {', '.join(known) or '(none)'}."
+                )
 
     @property
     def infos(self) -> dict[str, PluginInfo]:
@@ -242,7 +265,7 @@ class OmlcorePluginManager(pluggy.PluginManager):
                 for kind, hook_name in KINDS.items():
                     caller = self.subset_hook_caller(hook_name, remove_plugins=others)
                     caller(registry=Registrar(kind, name, staged.append))
-            except Exception as error:
+            except (Exception, SystemExit) as error:
                 info.status, info.error = "failed", f"{type(error).__name__}: {error}"
                 _warn(_failure_message(info))
                 continue
@@ -253,6 +276,15 @@ class OmlcorePluginManager(pluggy.PluginManager):
             info.missing = {module: entry.extra for entry in unavailable for module in entry.missing}
             info.components, info.unavailable_components = len(staged), len(unavailable)
         return registry
+
+
+def _defined_by(plugin: object, attribute: str) -> bool:
+    """Whether ``plugin.<attribute>`` is a function or method of the plugin itself (not one it imported)."""
+    value = getattr(plugin, attribute, None)
+    if not callable(value):
+        return False
+    home = plugin.__name__ if isinstance(plugin, types.ModuleType) else type(plugin).__module__
+    return getattr(value, "__module__", None) == home
 
 
 def _module_name(plugin: object) -> str:

@@ -99,6 +99,10 @@ def test_broken_plugin_does_not_take_the_cli_down(python_runner, broken_plugin_s
     assert result.returncode == 0, result.stderr
     assert "warning: omlcore plugin 'broken_import'" in result.stderr
     assert "warning: omlcore plugin 'broken_hook'" in result.stderr
+    assert (
+        "warning: omlcore plugin 'broken_exit' (distribution omlcore-broken-plugin 6.6.6) is skipped: SystemExit: 3"
+        in result.stderr
+    )
     assert "Traceback" not in result.stderr
     broken_row = next(line for line in result.stdout.splitlines() if line.split()[:1] == ["broken_import"])
     assert "omlcore-broken-plugin 6.6.6" in broken_row and "failed to load: ModuleNotFoundError" in broken_row
@@ -108,7 +112,7 @@ def test_broken_plugin_does_not_take_the_cli_down(python_runner, broken_plugin_s
         python_runner,
         "plugins",
         pythonpath=[broken_plugin_site],
-        env={"OMLCORE_DISABLE_PLUGINS": "broken_import,broken_hook"},
+        env={"OMLCORE_DISABLE_PLUGINS": "broken_import,broken_hook,broken_exit"},
     )
     assert disabled.returncode == 0 and disabled.stderr == ""
     assert "disabled by OMLCORE_DISABLE_PLUGINS" in disabled.stdout

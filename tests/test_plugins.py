@@ -125,6 +125,7 @@ def test_broken_installed_plugins_only_warn(monkeypatch: pytest.MonkeyPatch, bro
     assert "omlcore_dependency_that_does_not_exist" in messages and "OMLCORE_DISABLE_PLUGINS=broken_import" in messages
     assert "'broken_hook' (distribution omlcore-broken-plugin 6.6.6) is skipped: RuntimeError" in messages
     assert "loss registry exploded" in messages
+    assert "'broken_exit' (distribution omlcore-broken-plugin 6.6.6) is skipped: SystemExit: 3" in messages
     assert pm.infos["broken_import"].status == pm.infos["broken_hook"].status == "failed"
     assert "broken.sampler" not in registry.names("sampler")  # a failing plugin contributes nothing
     assert "demo.CentroidLoss" in registry.names("loss") and pm.infos["demo"].status == "loaded"
@@ -132,9 +133,42 @@ def test_broken_installed_plugins_only_warn(monkeypatch: pytest.MonkeyPatch, bro
 
 def test_broken_plugin_can_be_disabled_silently(monkeypatch: pytest.MonkeyPatch, broken_plugin_site: Path) -> None:
     monkeypatch.syspath_prepend(str(broken_plugin_site))
-    monkeypatch.setenv("OMLCORE_DISABLE_PLUGINS", "broken_import,broken_hook")
+    monkeypatch.setenv("OMLCORE_DISABLE_PLUGINS", "broken_import,broken_hook,broken_exit")
     pm = create_plugin_manager()  # pytest turns any PluginLoadWarning into an error (pyproject filterwarnings)
     assert "demo.CentroidLoss" in pm.registry.names("loss")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "unknown", "close"),
+    [
+        ("OMLCORE_PLUGINS", "torch,lightnin", "lightnin", "lightning"),
+        ("OMLCORE_DISABLE_PLUGINS", "pmll", "pmll", "pml"),
+    ],
+)
+def test_a_switch_naming_no_installed_plugin_warns(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, unknown: str, close: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.warns(PluginLoadWarning, match=rf"{variable} names '{unknown}', which no installed omlcore plugin is "
+                      rf"called\. Did you mean '{close}'\? Installed: .*torch") as caught:  # fmt: skip
+        create_plugin_manager()
+    assert len(caught) == 1
+
+
+def test_a_hook_without_hookimpl_is_reported() -> None:
+    module = types.ModuleType("forgetful_plugin")
+    exec("def register_losses(registry):\n    registry.register('forgot.Loss', 'm:L')\n", module.__dict__)
+    exec("def register_loss(registry):\n    pass\n", module.__dict__)
+    with pytest.warns(PluginLoadWarning) as caught:
+        registry = registry_of([("forgetful", module)])
+    messages = sorted(str(w.message) for w in caught)
+    assert messages == [
+        "omlcore plugin 'forgetful' defines 'register_loss' without @hookimpl (did you mean 'register_losses'?), "
+        "so it is never called; decorate it with omlcore.hookspecs.hookimpl.",
+        "omlcore plugin 'forgetful' defines 'register_losses' without @hookimpl, so it is never called; decorate it "
+        "with omlcore.hookspecs.hookimpl.",
+    ]
+    assert "forgot.Loss" not in registry.names("loss")
 
 
 def test_throwaway_plugin_with_raising_hook_is_skipped_whole() -> None:
