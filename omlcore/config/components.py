@@ -229,6 +229,8 @@ def _matches(value: Any, hint: Any) -> bool | None:
         return value in args
     if hint is type(None) or hint is None:
         return value is None
+    if getattr(hint, "__module__", None) == "torch" and getattr(hint, "__name__", None) == "Tensor":
+        return False  # YAML never makes a tensor: `lr: float | Tensor` takes a float (checking imports no torch)
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:

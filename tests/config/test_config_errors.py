@@ -51,6 +51,9 @@ def error_of(overrides: list[str], data: dict[str, Any] | None = None, pipeline:
         (["dataset.csv=null"], "dataset", "set dataset.csv"),
         (["optimizer.args.betas=0.9"], "optimizer.args.betas", "expects"),
         (["scheduler={name: cosine, args: {T_maxx: 3}}"], "scheduler.args.T_maxx", "Did you mean: T_max?"),
+        (["optimizer.args.lr=fast"], "optimizer.args.lr", "optimizer 'adam' expects float | torch.Tensor, got str"),
+        (["predict.strict=maybe"], "predict.strict", "must be true or false"),
+        (["runner.args.device=[0]"], "runner.args.device", "runner 'torch' expects str"),
     ],
 )
 def test_errors_name_the_config_path(overrides: list[str], path: str, fragment: str) -> None:
