@@ -17,8 +17,10 @@ from omlcore.datasets.images import (
     TransformSpec,
     resolve_transform,
 )
+from omlcore.datasets.pixels import ALPHA_BACKGROUND, to_rgb
 
 __all__ = [
+    "ALPHA_BACKGROUND",
     "CHECK_IMAGES_MODES",
     "MAX_REPORTED_ROWS",
     "CheckImages",
@@ -31,5 +33,6 @@ __all__ = [
     "materialize_glyphs",
     "read_dataset_csv",
     "resolve_transform",
+    "to_rgb",
     "validate_dataframe",
 ]

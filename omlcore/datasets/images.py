@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from omlcore.config import resolve
 from omlcore.datasets.csv_format import CheckImages, read_dataset_csv, validate_dataframe
+from omlcore.datasets.pixels import to_rgb
 from omlcore.errors import DataValidationError
 from omlcore.keys import (
     BBOX_COLUMNS,
@@ -70,7 +71,7 @@ def resolve_transform(transform: TransformSpec) -> Callable[[Image.Image], Any]:
 
 
 class ImageBaseDataset(Dataset[dict[str, Any]]):
-    """Rows of one split of a dataset CSV / dataframe, decoded with Pillow (RGB), cropped to their bbox.
+    """Rows of one split of a dataset CSV / dataframe, decoded with Pillow into 8-bit RGB, cropped to their bbox.
 
     Args:
         data: a dataframe, or the path of a CSV file (read with :func:`read_dataset_csv`).
@@ -156,11 +157,17 @@ class ImageBaseDataset(Dataset[dict[str, Any]]):
         return self.labels
 
     def read_image(self, idx: int) -> Image.Image:
-        """Item ``idx`` as an RGB PIL image, cropped to its bbox when it has one."""
+        """Item ``idx`` as an 8-bit RGB PIL image, cropped to its bbox when it has one.
+
+        Image modes are converted by :func:`~omlcore.datasets.pixels.to_rgb` (16-bit and float scaled, transparency
+        composited over white); bbox edges are rounded to whole pixels (halves to even).
+        """
         path = self.paths[idx]
         try:
             with Image.open(path) as opened:
-                image = opened.convert("RGB")
+                image = to_rgb(opened)
+        except DataValidationError as error:
+            raise DataValidationError(f"Cannot read the image '{path}' ({self._row(idx)}): {error}.") from error
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             raise DataValidationError(
                 f"Cannot read the image '{path}' ({self._row(idx)}): {type(error).__name__}: {error}. "
@@ -170,7 +177,7 @@ class ImageBaseDataset(Dataset[dict[str, Any]]):
         if self.bboxes is None or np.isnan(self.bboxes[idx]).any():
             return image
         x_1, x_2, y_1, y_2 = self.bboxes[idx]
-        left, right, top, bottom = round(x_1), round(x_2), round(y_1), round(y_2)
+        left, right, top, bottom = (int(edge) for edge in np.rint(self.bboxes[idx]))
         width, height = image.size
         if not (0 <= left < right <= width and 0 <= top < bottom <= height):
             raise DataValidationError(
