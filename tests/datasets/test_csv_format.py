@@ -362,5 +362,6 @@ def test_bad_arguments_are_rejected(valid_df: pd.DataFrame) -> None:
 def test_large_table_is_checked_without_per_row_python(valid_df: pd.DataFrame) -> None:
     big = pd.concat([valid_df] * 25_000, ignore_index=True)
     big["label"] = np.repeat(np.arange(len(big) // 2), 2)
+    big["path"] = [f"img/{i}.png" for i in range(len(big))]  # one row per image
     out = validate_dataframe(big, check_images="none")
     assert len(out) == 200_000 and out["label"].dtype == np.int64
