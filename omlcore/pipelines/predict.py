@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from omlcore.config import Config, ConfigError, build_component
 from omlcore.datasets import ImageBaseDataset
+from omlcore.datasets.pixels import to_rgb
 from omlcore.errors import DataValidationError
 from omlcore.keys import IMAGES, INDEX, PATHS
 from omlcore.pipelines.common import (
@@ -51,7 +52,7 @@ _LISTED = 20
 
 class ImageFolderDataset(Dataset[dict[str, Any]]):
     """The readable images under ``folder`` (recursively, sorted by path) as items with ``images``, ``idx`` and
-    ``paths``.
+    ``paths``, converted to RGB as the CSV datasets convert them (:func:`~omlcore.datasets.pixels.to_rgb`).
 
     Every file with an image suffix is decoded once up front; those Pillow cannot read are left out and listed in
     :attr:`unreadable` (``(path, reason)``), so one bad file never stops the others from being embedded.
@@ -74,7 +75,7 @@ class ImageFolderDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         with Image.open(self.paths[idx]) as image:
-            return {IMAGES: self.transform(image.convert("RGB")), INDEX: idx, PATHS: self.paths[idx]}
+            return {IMAGES: self.transform(to_rgb(image)), INDEX: idx, PATHS: self.paths[idx]}
 
 
 def _unreadable_reason(path: Path) -> str | None:
