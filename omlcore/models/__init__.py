@@ -12,9 +12,13 @@ from omlcore.models.catalog import PretrainedModel, extra_pretrained, find_pretr
 from omlcore.models.clip import ViTCLIPExtractor, vitb16_clip, vitb32_clip, vitl14_clip
 from omlcore.models.heads import ExtractorWithMLP
 from omlcore.models.hub import (
+    CachedFileChangedError,
+    CacheError,
+    CacheWarning,
     CheckpointError,
     ChecksumMismatchError,
     DownloadError,
+    UnsafeCheckpointError,
     cache_dir,
     checkpoints_dir,
     load_checkpoint,
@@ -26,6 +30,9 @@ from omlcore.models.vit import ViTExtractor, vitb8, vitb16, vits8, vits16
 from omlcore.models.zoo import from_pretrained, transforms_for_pretrained
 
 __all__ = [
+    "CacheError",
+    "CacheWarning",
+    "CachedFileChangedError",
     "CheckpointError",
     "ChecksumMismatchError",
     "DownloadError",
@@ -36,6 +43,7 @@ __all__ = [
     "PretrainedModel",
     "ResNetExtractor",
     "SmallCNN",
+    "UnsafeCheckpointError",
     "ViTCLIPExtractor",
     "ViTExtractor",
     "Weights",

@@ -199,13 +199,16 @@ class ExtractorBase(nn.Module):
         """Bring a public checkpoint's entries to this model's key names (here: unchanged)."""
         return dict(state_dict)
 
-    def load_weights(self: T, weights: Weights, *, progress: bool = True) -> T:
+    def load_weights(self: T, weights: Weights, *, progress: bool = True, allow_pickle: bool = False) -> T:
         """Load a zoo checkpoint by name, a checkpoint file, or a state dict; strict: every key must fit.
 
         A zoo name is downloaded (and verified) on first use. Checkpoints in the public layouts of the family
-        and OML's checkpoints load as they are.
+        and OML's checkpoints load as they are. Files are read by :func:`omlcore.models.hub.load_checkpoint`,
+        which runs no code from them; ``allow_pickle=True`` is the opt-in for a file that needs full unpickling
+        (or TorchScript code), only for files whose origin you trust.
 
         Raises:
+            UnsafeCheckpointError: the file needs full unpickling or its code, and nobody opted in.
             CheckpointError: unknown name or file, unreadable file, or keys / shapes that do not fit.
         """
         if weights is None:
@@ -223,10 +226,10 @@ class ExtractorBase(nn.Module):
                         f"Use omlcore.models.from_pretrained('{entry.name}'), or build a '{entry.arch}' extractor."
                     )
                 path = entry.download(progress=progress)
-                checkpoint = load_checkpoint(path, trusted=True)
+                checkpoint = load_checkpoint(path, allow_pickle=allow_pickle)
                 source = f"zoo checkpoint '{entry.name}' ({path})"
             elif Path(text).is_file():
-                checkpoint = load_checkpoint(text)
+                checkpoint = load_checkpoint(text, allow_pickle=allow_pickle)
                 source = text
             else:
                 close = difflib.get_close_matches(text, list_pretrained(), n=3, cutoff=0.6)
@@ -240,11 +243,14 @@ class ExtractorBase(nn.Module):
         return self
 
     @classmethod
-    def from_pretrained(cls: type[T], name: str, *, progress: bool = True, **overrides: Any) -> T:
+    def from_pretrained(
+        cls: type[T], name: str, *, progress: bool = True, allow_pickle: bool = False, **overrides: Any
+    ) -> T:
         """The zoo model ``name`` with its weights (downloaded once, then read from the cache).
 
         ``overrides`` replace the zoo entry's constructor arguments that do not change the weights'
         shapes, e.g. ``normalise_features=True``. Called on a subclass, the model must be of that class.
+        ``allow_pickle`` is the opt-in of :meth:`load_weights`.
         """
         entry = get_pretrained(name)
         if "weights" in overrides:
@@ -252,7 +258,7 @@ class ExtractorBase(nn.Module):
         model = build_extractor(entry.arch, {**entry.init_args, **overrides})
         if not isinstance(model, cls):
             raise TypeError(f"Zoo model '{entry.name}' is a {type(model).__name__}, not a {cls.__name__}")
-        return model.load_weights(entry.name, progress=progress)
+        return model.load_weights(entry.name, progress=progress, allow_pickle=allow_pickle)
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, feat_dim={self.feat_dim}, normalise_features={self.normalise_features}"

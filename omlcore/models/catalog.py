@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from omlcore.errors import UnknownComponentError
-from omlcore.models.hub import HashAlgorithm, checkpoints_dir, download
+from omlcore.models.hub import HashAlgorithm, check_filename, checkpoints_dir, download
 from omlcore.transforms.ops import CLIP_MEAN, CLIP_STD
 
 __all__ = [
@@ -67,7 +67,7 @@ class PretrainedModel:
         urls: where to download the file, tried in order (mirrors).
         hash: hex digest of the file, or the prefix of it that the publisher gives.
         hash_algorithm: ``"md5"`` or ``"sha256"``.
-        filename: the file's name in the cache folder.
+        filename: the file's name in the cache folder: a plain name (no ``..``, no path separator, no leading dot).
         init_args: constructor arguments of ``arch`` that go with the weights (``from_pretrained`` uses them).
         transform: the registered transform that preprocesses images for this model, with ``transform_args``.
         source: who trained the weights and how.
@@ -97,6 +97,10 @@ class PretrainedModel:
             raise ValueError(f"zoo entry {self.name!r}: hash must be at least 6 hex digits, got {self.hash!r}")
         if self.hash_algorithm not in ("md5", "sha256"):
             raise ValueError(f"zoo entry {self.name!r}: hash_algorithm must be md5 or sha256")
+        try:
+            check_filename(self.filename)
+        except ValueError as error:
+            raise ValueError(f"zoo entry {self.name!r}: {error}") from None
 
     @property
     def local_path(self) -> Path:
@@ -104,7 +108,7 @@ class PretrainedModel:
         return checkpoints_dir() / self.filename
 
     def download(self, progress: bool = True) -> Path:
-        """The verified local file, downloaded on first use (see :func:`omlcore.models.hub.download`)."""
+        """The verified local file, downloaded and pinned on first use (see :func:`omlcore.models.hub.download`)."""
         return download(self.urls, self.filename, self.hash, self.hash_algorithm, progress=progress)
 
 

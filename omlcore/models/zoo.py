@@ -19,9 +19,13 @@ from omlcore.models.catalog import get_pretrained
 __all__ = ["from_pretrained", "transforms_for_pretrained"]
 
 
-def from_pretrained(name: str, *, progress: bool = True, **overrides: Any) -> ExtractorBase:
-    """The zoo model ``name`` with its weights; ``overrides`` replace constructor arguments of the entry."""
-    return ExtractorBase.from_pretrained(name, progress=progress, **overrides)
+def from_pretrained(name: str, *, progress: bool = True, allow_pickle: bool = False, **overrides: Any) -> ExtractorBase:
+    """The zoo model ``name`` with its weights; ``overrides`` replace constructor arguments of the entry.
+
+    ``allow_pickle=True`` opts in to reading a file that needs full unpickling or TorchScript code (see
+    :func:`omlcore.models.hub.load_checkpoint`); only for files whose origin you trust.
+    """
+    return ExtractorBase.from_pretrained(name, progress=progress, allow_pickle=allow_pickle, **overrides)
 
 
 def transforms_for_pretrained(name: str) -> Callable[[Any], Any]:

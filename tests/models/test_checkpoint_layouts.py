@@ -8,6 +8,7 @@ keys and shapes are checked exactly, without allocating gigabytes.
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from omlcore.models import (
     ExtractorBase,
     ExtractorWithMLP,
     ResNetExtractor,
+    UnsafeCheckpointError,
     ViTCLIPExtractor,
     ViTExtractor,
     load_checkpoint,
@@ -182,14 +184,110 @@ def test_weights_that_do_not_fit_are_explained() -> None:
         vit.load_weights(twice)
 
 
-def test_unsafe_pickles_are_not_unpickled_unless_trusted(tmp_path: Path) -> None:
+def test_unsafe_pickles_are_not_unpickled_without_the_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMLCORE_ALLOW_UNSAFE_PICKLE", raising=False)
     path = tmp_path / "custom.ckpt"
     torch.save({"state_dict": {"w": torch.ones(1)}, "config": _Node}, path)  # a class: needs full unpickling
-    with pytest.raises(CheckpointError, match="weights_only=False"):
+    with pytest.raises(UnsafeCheckpointError, match=r"_Node(.|\n)*allow_pickle=True"):
         load_checkpoint(path)
-    assert torch.equal(load_checkpoint(path, trusted=True)["state_dict"]["w"], torch.ones(1))
+    assert torch.equal(load_checkpoint(path, allow_pickle=True)["state_dict"]["w"], torch.ones(1))
+    monkeypatch.setenv("OMLCORE_ALLOW_UNSAFE_PICKLE", "1")
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(1))
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.ckpt")
     torch.save([torch.ones(1)], tmp_path / "list.ckpt")
     with pytest.raises(CheckpointError, match="holds a list, not a state dict"):
         load_checkpoint(tmp_path / "list.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "list.ckpt").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"cut\.ckpt cannot be read as a PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "cut.ckpt")
+
+
+class _Block(nn.Module):
+    """The shape of OpenAI CLIP's ResidualAttentionBlock: nn.MultiheadAttention, LayerNorms, an MLP, a plain mask."""
+
+    def __init__(self, width: int, attn_mask: Tensor | None) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, 2)
+        self.ln_1 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(OrderedDict(c_fc=nn.Linear(width, 2 * width), c_proj=nn.Linear(2 * width, width)))
+        self.ln_2 = nn.LayerNorm(width)
+        self.attn_mask = attn_mask  # a tensor attribute, neither a parameter nor a buffer: not in the state dict
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.ln_1(x)
+        x = x + self.attn(y, y, y, need_weights=False, attn_mask=self.attn_mask)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class _TinyCLIP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.visual = nn.Sequential(_Block(8, None), _Block(8, None))
+        self.transformer = nn.Sequential(_Block(8, torch.full((3, 3), float("-inf")).triu(1)))
+        self.proj = nn.Parameter(torch.randn(8, 4))
+        self.register_buffer("proj_rows", self.proj.data[2:5])  # a view: the same storage at an offset
+        self.register_buffer("transposed", torch.randn(4, 6).t())  # not contiguous
+        self.register_buffer("input_resolution", torch.tensor(224))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.visual(x) + self.transformer(x)) @ self.proj + self.proj_rows.sum() + self.transposed.sum()
+
+
+@pytest.mark.parametrize("compile_", [torch.jit.trace, torch.jit.script], ids=["traced", "scripted"])
+def test_torchscript_archives_give_what_torch_jit_load_gives_without_running_them(
+    tmp_path: Path, compile_: Callable[..., torch.jit.ScriptModule]
+) -> None:
+    torch.manual_seed(0)
+    model = _TinyCLIP().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = compile_(model, torch.randn(3, 1, 8)) if compile_ is torch.jit.trace else compile_(model)
+        scripted.visual.half()
+        torch.jit.save(scripted, str(tmp_path / "clip.pt"))
+        expected = torch.jit.load(str(tmp_path / "clip.pt")).state_dict()
+    checkpoint = load_checkpoint(tmp_path / "clip.pt")
+    assert list(checkpoint) == list(expected) and "transformer.0.attn_mask" not in checkpoint
+    for key, value in expected.items():
+        got = checkpoint[key]
+        assert got.dtype == value.dtype and got.shape == value.shape and got.stride() == value.stride(), key
+        assert torch.equal(got, value), key
+    assert checkpoint["visual.0.ln_1.weight"].dtype == torch.float16
+
+
+class _Armed(nn.Module):
+    """A TorchScript module that restores itself with its own code, which torch.jit.load runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((2,), 3.0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.weight
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[Tensor, bool]:
+        return self.weight, self.training
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[Tensor, bool]) -> None:
+        print("ARMED: this TorchScript code ran")
+        self.weight = state[0]
+        self.training = state[1]
+
+
+def test_torchscript_code_runs_only_with_the_opt_in(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMLCORE_ALLOW_UNSAFE_PICKLE", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(_Armed()), str(tmp_path / "armed.pt"))
+    with pytest.raises(UnsafeCheckpointError) as info:
+        load_checkpoint(tmp_path / "armed.pt")
+    assert "ARMED" not in capfd.readouterr().out
+    message = str(info.value)
+    assert "armed.pt" in message and "_Armed" in message and "__setstate__" in message
+    assert "allow_pickle=True" in message and "OMLCORE_ALLOW_UNSAFE_PICKLE=1" in message and "torch.jit.load" in message
+    checkpoint = load_checkpoint(tmp_path / "armed.pt", allow_pickle=True)
+    assert "ARMED" in capfd.readouterr().out and torch.equal(checkpoint["weight"], torch.full((2,), 3.0))

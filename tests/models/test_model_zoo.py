@@ -6,9 +6,11 @@ only inspected (and refused a download with OMLCORE_OFFLINE=1).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.server
 import io
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from omlcore.models import (
     ExtractorWithMLP,
     PretrainedModel,
     SmallCNN,
+    UnsafeCheckpointError,
     ViTExtractor,
     cache_dir,
     checkpoints_dir,
@@ -90,6 +93,7 @@ def server() -> Iterator[FileServer]:
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OMLCORE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("OMLCORE_OFFLINE", raising=False)
+    monkeypatch.delenv("OMLCORE_ALLOW_UNSAFE_PICKLE", raising=False)
     return tmp_path / "cache" / "checkpoints"
 
 
@@ -118,7 +122,7 @@ def test_download_then_cache_hit_without_a_request(server: FileServer, cache: Pa
     data = payload()
     server.files["/m.bin"] = data
     path = download(server.url("/m.bin"), "m.bin", sha256(data), "sha256", progress=True)
-    assert path == cache / "m.bin" and path.read_bytes() == data and leftovers(cache) == ["m.bin"]
+    assert path == cache / "m.bin" and path.read_bytes() == data and leftovers(cache) == ["m.bin", "manifest.json"]
     again = download(server.url("/m.bin"), "m.bin", sha256(data)[:8], "sha256", progress=False)
     assert again == path and server.requests == ["/m.bin"]  # verified from disk, no second request
     md5 = hashlib.md5(data).hexdigest()[:6]  # OML publishes md5 prefixes
@@ -176,7 +180,7 @@ def test_mirrors_are_tried_in_order(server: FileServer, cache: Path, refused_url
     server.content_types["/page.html"] = "text/html; charset=utf-8"
     with pytest.raises(DownloadError, match=r"HTTP 404 Not Found(.|\n)*HTML page") as info:
         download([server.url("/missing.bin"), server.url("/page.html")], "x.bin", "a" * 64, progress=False)
-    assert not isinstance(info.value, ChecksumMismatchError) and leftovers(cache) == ["m.bin"]
+    assert not isinstance(info.value, ChecksumMismatchError) and leftovers(cache) == ["m.bin", "manifest.json"]
 
 
 def test_a_wrong_file_in_the_cache_is_replaced(server: FileServer, cache: Path) -> None:
@@ -187,6 +191,17 @@ def test_a_wrong_file_in_the_cache_is_replaced(server: FileServer, cache: Path) 
     with pytest.warns(UserWarning, match="has sha256 .* expected"):
         path = download(server.url("/m.bin"), "m.bin", sha256(data), progress=False)
     assert path.read_bytes() == data
+
+
+def test_a_new_version_of_a_pinned_file_replaces_it_and_its_pin(server: FileServer, cache: Path) -> None:
+    old, new = payload(), b"Y" + payload()[1:]
+    server.files["/m.bin"] = old
+    download(server.url("/m.bin"), "m.bin", sha256(old)[:8], progress=False)
+    server.files["/m.bin"] = new  # the publisher's entry now names another file under the same name
+    with pytest.warns(UserWarning, match="replaced once a download succeeds"):
+        path = download(server.url("/m.bin"), "m.bin", sha256(new)[:8], progress=False)
+    assert path.read_bytes() == new
+    assert json.loads((cache / "manifest.json").read_text())["files"]["m.bin"]["sha256"] == sha256(new)
 
 
 def test_an_interrupted_download_leaves_no_file(
@@ -276,7 +291,7 @@ def test_from_pretrained_end_to_end(server: FileServer, served_zoo: dict[str, by
     model = from_pretrained("test_small_cnn", progress=False)
     assert isinstance(model, SmallCNN) and model.feat_dim == 16 and model.normalise_features
     _same_weights(model, served_zoo["test_small_cnn"])
-    assert server.requests == ["/test_small_cnn.pth"] and leftovers(cache) == ["test_small_cnn.pth"]
+    assert server.requests == ["/test_small_cnn.pth"] and leftovers(cache) == ["manifest.json", "test_small_cnn.pth"]
     again = SmallCNN.from_pretrained("tiny_cnn", normalise_features=False)  # alias, an override, cache hit
     assert not again.normalise_features and len(server.requests) == 1
     by_weights = SmallCNN(feat_dim=16, widths=(8, 16), weights="test_small_cnn")
@@ -317,6 +332,59 @@ def test_a_corrupted_zoo_file_fails_from_pretrained(
     with pytest.raises(ChecksumMismatchError, match=r"test_small_cnn\.pth"):
         from_pretrained("test_small_cnn", progress=False)
     assert leftovers(cache) == []
+
+
+def test_the_manifest_pins_the_full_sha256_of_every_file(
+    server: FileServer, served_zoo: dict[str, bytes], cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from_pretrained("test_mlp_head", progress=False)
+    data = served_zoo["test_mlp_head"]
+    manifest = json.loads((cache / "manifest.json").read_text())
+    pinned = manifest["files"]["test_mlp_head.ckpt"]
+    assert list(manifest["files"]) == ["test_mlp_head.ckpt"] and manifest["format"] == 1
+    assert pinned["sha256"] == sha256(data) and pinned["md5"] == hashlib.md5(data).hexdigest()
+    assert pinned["size"] == len(data) and pinned["url"] == server.url("/test_mlp_head.ckpt")
+    assert pinned["pinned_at"].endswith("+00:00")
+    assert leftovers(cache) == ["manifest.json", "test_mlp_head.ckpt"]  # no temporary file left
+
+    monkeypatch.setenv("OMLCORE_OFFLINE", "1")
+    (cache / "test_small_cnn.pth").write_bytes(served_zoo["test_small_cnn"])  # placed by hand
+    from_pretrained("test_small_cnn")
+    files = json.loads((cache / "manifest.json").read_text())["files"]
+    by_hand = files["test_small_cnn.pth"]
+    assert by_hand["url"] is None and by_hand["sha256"] == sha256(served_zoo["test_small_cnn"])
+    assert files["test_mlp_head.ckpt"] == pinned
+
+
+def test_python_objects_in_a_zoo_checkpoint_need_the_opt_in(
+    server: FileServer, served_zoo: dict[str, bytes], cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint with hyper-parameters in a Namespace (as Lightning may keep them) is refused unless opted in."""
+    checkpoint = torch.load(io.BytesIO(served_zoo["test_mlp_head"]), weights_only=True)
+    buffer = io.BytesIO()
+    torch.save({**checkpoint, "hyper_parameters": argparse.Namespace(lr=0.1)}, buffer)
+    entry = PretrainedModel(
+        "test_with_hparams",
+        "extractor_with_mlp",
+        (server.url("/hparams.ckpt"),),
+        sha256(buffer.getvalue()),
+        "sha256",
+        "hparams.ckpt",
+        get_pretrained("test_mlp_head").init_args,
+    )
+    server.files["/hparams.ckpt"] = buffer.getvalue()
+    with extra_pretrained(entry):
+        with pytest.raises(UnsafeCheckpointError) as info:
+            from_pretrained("test_with_hparams", progress=False)
+        message = str(info.value)
+        assert "hparams.ckpt" in message and "argparse.Namespace" in message and "allow_pickle=True" in message
+        assert "OMLCORE_ALLOW_UNSAFE_PICKLE=1" in message and "add_safe_globals" in message
+        _same_weights(from_pretrained("test_with_hparams", allow_pickle=True), served_zoo["test_mlp_head"])
+        from_config = resolve("extractor", {"name": "pretrained", "args": {"name": entry.name, "allow_pickle": True}})
+        _same_weights(from_config, served_zoo["test_mlp_head"])
+        monkeypatch.setenv("OMLCORE_ALLOW_UNSAFE_PICKLE", "1")
+        _same_weights(ExtractorWithMLP.from_pretrained("test_with_hparams"), served_zoo["test_mlp_head"])
+    assert server.requests.count("/hparams.ckpt") == 1
 
 
 def test_extra_pretrained_refuses_taken_names(served_zoo: dict[str, bytes]) -> None:
