@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from omlcore.retrieval.knn import (
+from omlcore.retrieval.scores import (
     CpuGemm,
     DistanceMetric,
     Exclude,

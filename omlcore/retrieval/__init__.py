@@ -1,11 +1,12 @@
-"""Retrieval: exact chunked kNN (the default :class:`~omlcore.protocols.KNNBackend`) and retrieval results.
+"""Retrieval: score blocks, exact chunked kNN (the default :class:`~omlcore.protocols.KNNBackend`), retrieval results.
 
 >>> from omlcore.retrieval import RetrievalResults
 >>> results = RetrievalResults.from_embeddings(embeddings, labels, is_query, is_gallery, top_k=5)  # doctest: +SKIP
 """
 
-from omlcore.retrieval.knn import DistanceMetric, ExactKNN, iter_score_blocks, scores_to_distances
+from omlcore.retrieval.knn import ExactKNN
 from omlcore.retrieval.results import QueryGallerySplit, RetrievalResults, relevant_counts
+from omlcore.retrieval.scores import DistanceMetric, iter_score_blocks, scores_to_distances
 from omlcore.retrieval.validation import RetrievalInputError
 
 __all__ = [

@@ -1,11 +1,11 @@
-"""fused_linear: oneDNN's GEMM where it applies, torch.addmm elsewhere, same values and gradients."""
+"""fused_linear / onednn_linear: oneDNN's GEMM where it applies, torch.addmm elsewhere, same values and gradients."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from omlcore.functional.linear import _onednn_linear, fused_linear
+from omlcore.functional.linear import fused_linear, onednn_linear, onednn_usable
 
 
 def operands(dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -16,7 +16,7 @@ def operands(dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Te
 
 def test_this_pytorch_build_has_the_onednn_kernel() -> None:
     # The CPU wheels used in CI ship oneDNN; if a build lacks it, fused_linear silently uses addmm instead
-    assert torch.backends.mkldnn.is_available() and _onednn_linear() is not None
+    assert onednn_usable()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -80,3 +80,20 @@ def test_which_gemm_runs(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(calls) == 2
     fused_linear(x.requires_grad_(True), w, b)  # a gradient to record: addmm
     assert len(calls) == 3
+
+
+def test_onednn_usable_follows_build_and_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    assert not onednn_usable()
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert not onednn_usable()
+
+
+@pytest.mark.skipif(not onednn_usable(), reason="PyTorch without oneDNN")
+def test_onednn_linear_is_the_gemm_with_bias() -> None:
+    x, w, b = operands()
+    torch.testing.assert_close(onednn_linear(x, w, b), torch.addmm(b, x, w.t()), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(onednn_linear(x, w), x @ w.t(), rtol=1e-5, atol=1e-5)
+    strided = x.repeat_interleave(2, dim=1)[:, ::2]  # oneDNN itself rejects strided columns: made contiguous
+    assert torch.equal(onednn_linear(strided, w, b), onednn_linear(x, w, b))

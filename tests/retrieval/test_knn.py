@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import Tensor
 
+from omlcore.functional.linear import onednn_usable
 from omlcore.protocols import KNNBackend
-from omlcore.retrieval import ExactKNN, RetrievalInputError, iter_score_blocks, scores_to_distances
+from omlcore.retrieval import ExactKNN, RetrievalInputError
 
 INF = float("inf")
 
@@ -56,7 +57,7 @@ def test_is_a_knn_backend() -> None:
 def test_matches_brute_force_with_ties(
     metric: str, cpu_gemm: str, n_queries: int, n_gallery: int, chunk: int, k: int
 ) -> None:
-    if cpu_gemm == "onednn" and not torch.backends.mkldnn.is_available():
+    if cpu_gemm == "onednn" and not onednn_usable():
         pytest.skip("PyTorch without oneDNN")
     generator = torch.Generator().manual_seed(n_queries * 1000 + n_gallery)
     queries = tied_embeddings(n_queries, 8, metric, generator)
@@ -118,20 +119,6 @@ def test_random_data_is_independent_of_chunk_size_and_gemm() -> None:
         assert torch.equal(indices, reference[1])
         assert torch.allclose(distances, reference[0], atol=1e-5)
     assert torch.equal(reference[1], brute_force(queries, gallery, 10, [], "l2")[1])
-
-
-def test_score_blocks_cover_each_pair_once() -> None:
-    torch.manual_seed(1)
-    items = torch.randn(70, 5)
-    seen = torch.zeros(70, 70)
-    for block in iter_score_blocks(items, items, symmetric=True, chunk_size=32):
-        seen[block.rows, block.cols] += 1
-        if block.mirrored:
-            seen[block.cols, block.rows] += 1
-        expected = torch.cdist(items[block.rows].double(), items[block.cols].double()) ** 2
-        assert torch.allclose(block.scores.double(), expected, atol=1e-5)  # squared: no sqrt amplification at 0
-        assert torch.equal(scores_to_distances(block.scores, "l2"), block.scores.clamp_min(0).sqrt())
-    assert torch.equal(seen, torch.ones(70, 70))
 
 
 def test_half_precision_input_is_searched_in_float32() -> None:

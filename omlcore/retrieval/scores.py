@@ -1,0 +1,208 @@
+"""Query x gallery ranking scores block by block: the engine under the exact kNN and FNMR@FMR.
+
+The full matrix is never built. Queries and gallery are cut into chunks and each block of scores comes from one
+GEMM with the gallery term fused in as its bias. When the queries *are* the gallery (``queries is gallery``,
+symmetric exclusions), each block above the diagonal also serves as its transpose, so every score is computed
+once: half the GEMM FLOP.
+
+Scores order pairs like distances: ``||q||^2 + ||g||^2 - 2 q.g`` (squared L2, as ``torch.cdist`` and OML compute
+it) or ``1 - cos(q, g)``; :func:`scores_to_distances` turns them into distances.
+Exclusion: gallery item ``g`` is never a neighbour of query ``q`` when, for any key pair ``(qk, gk)`` of an
+:data:`Exclude`, ``qk[q] == gk[g] >= 0`` (the same item, the same sequence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from omlcore.functional.linear import onednn_linear, onednn_usable
+from omlcore.retrieval.validation import RetrievalInputError
+
+__all__ = [
+    "CpuGemm",
+    "DistanceMetric",
+    "Exclude",
+    "Exclusions",
+    "ScoreBlock",
+    "default_chunk_size",
+    "is_symmetric",
+    "iter_score_blocks",
+    "scores_to_distances",
+]
+
+DistanceMetric = Literal["l2", "cosine"]
+#: ``(query_keys, gallery_keys)`` pairs of int64 tensors ``(Q,)`` / ``(G,)``; equal keys ``>= 0`` exclude a pair.
+Exclude = Sequence[tuple[Tensor, Tensor]]
+CpuGemm = Literal["auto", "onednn", "blas"]
+
+_CPU_CHUNK = 1024
+_CUDA_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class ScoreBlock:
+    """One block of ranking scores: ``scores[i, j]`` for query ``rows.start + i`` and gallery ``cols.start + j``.
+
+    Scores order pairs like distances (squared L2, or ``1 - cos``); convert them with :func:`scores_to_distances`.
+    ``mirrored``: in a symmetric search the block also stands for its transpose (``cols`` as queries, ``rows``
+    as gallery items). The tensor may be reused by the next block: copy what you keep.
+    """
+
+    rows: slice
+    cols: slice
+    scores: Tensor
+    mirrored: bool
+
+
+def scores_to_distances(scores: Tensor, metric: DistanceMetric) -> Tensor:
+    """Ranking scores to distances: ``sqrt(max(s, 0))`` for ``"l2"``, ``max(s, 0)`` for ``"cosine"``."""
+    clamped = scores.clamp_min(0.0)
+    return clamped.sqrt_() if metric == "l2" else clamped
+
+
+def is_symmetric(queries: Tensor, gallery: Tensor, exclude: Exclude | None) -> bool:
+    """Whether one triangle of blocks serves both directions: the same tensor, and symmetric exclusions."""
+    if queries is not gallery:
+        return False
+    return all(qk is gk or torch.equal(qk, gk) for qk, gk in exclude or ())
+
+
+class Exclusions:
+    """The exclusion key pairs, and per pair of chunks only those whose key ranges overlap (others exclude nothing).
+
+    Item ids make this pay off: in a symmetric search only diagonal blocks can hold an item and itself.
+    """
+
+    def __init__(self, pairs: Exclude) -> None:
+        self.pairs = pairs
+        self._ranges: dict[tuple[int, int, int], tuple[int, int] | None] = {}
+
+    def _range(self, pair: int, side: int, chunk: slice) -> tuple[int, int] | None:
+        key = (pair, side, chunk.start)
+        if key not in self._ranges:
+            keys = self.pairs[pair][side][chunk]
+            keys = keys[keys >= 0]
+            self._ranges[key] = (int(keys.min()), int(keys.max())) if len(keys) else None
+        return self._ranges[key]
+
+    def between(self, queries: slice, gallery: slice) -> Exclude:
+        """The pairs that may exclude a (query in ``queries``, gallery item in ``gallery``) pair."""
+        active = []
+        for index, pair in enumerate(self.pairs):
+            query_range, gallery_range = self._range(index, 0, queries), self._range(index, 1, gallery)
+            if (
+                query_range
+                and gallery_range
+                and query_range[0] <= gallery_range[1]
+                and gallery_range[0] <= query_range[1]
+            ):
+                active.append(pair)
+        return active
+
+
+class _Scorer:
+    """Blocks of ``bias_g[j] + row_term[i] + scale * q_i . g_j``: one GEMM per block, bias fused into it.
+
+    On CPU, oneDNN's fp32 GEMM (:func:`~omlcore.functional.linear.onednn_linear`) is used where it is usable: on
+    some CPUs (e.g. AMD Zen with MKL) it is markedly faster than the BLAS behind ``torch.addmm``; both compute
+    exact fp32 products.
+    """
+
+    def __init__(self, queries: Tensor, gallery: Tensor, metric: DistanceMetric, gemm: CpuGemm) -> None:
+        if metric == "cosine":  # the one full copy this class makes: normalised inputs
+            queries = torch.nn.functional.normalize(queries, dim=1)
+            gallery = queries if gallery is queries else torch.nn.functional.normalize(gallery, dim=1)
+            self.row_term: Tensor | None = None
+            self.bias = torch.ones(len(gallery), dtype=gallery.dtype, device=gallery.device)
+            self.scale = -1.0  # 1 - q.g  ==  1 + (-q).g
+        else:
+            self.row_term = _squared_norms(queries)
+            self.bias = self.row_term if gallery is queries else _squared_norms(gallery)
+            self.scale = -2.0  # exact: a power of two
+        on_cpu = gallery.device.type == "cpu"
+        if gemm == "onednn" and not (on_cpu and onednn_usable()):
+            raise RetrievalInputError(
+                "cpu_gemm='onednn' needs CPU tensors and a PyTorch built with oneDNN (mkldnn), switched on "
+                "(torch.backends.mkldnn.enabled)"
+            )
+        self.onednn = on_cpu and (gemm == "onednn" or (gemm == "auto" and onednn_usable()))
+        self.queries = queries
+        # oneDNN reads rows of contiguous memory: one copy of a strided gallery here, not one per block
+        self.gallery = gallery.contiguous() if self.onednn else gallery
+        self._buffer = torch.empty(0, dtype=gallery.dtype, device=gallery.device)
+
+    def row_block(self, rows: slice) -> Tensor:
+        """The (scaled) queries of ``rows``, the GEMM's input."""
+        return self.queries[rows].mul(self.scale)
+
+    def scores(self, rows: slice, prepared_rows: Tensor, cols: slice) -> Tensor:
+        if self.onednn:
+            out = onednn_linear(prepared_rows, self.gallery[cols], self.bias[cols])
+        else:
+            n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
+            if self._buffer.numel() < n_rows * n_cols:
+                self._buffer = torch.empty(n_rows * n_cols, dtype=self.gallery.dtype, device=self.gallery.device)
+            out = self._buffer[: n_rows * n_cols].view(n_rows, n_cols)
+            torch.addmm(self.bias[cols], prepared_rows, self.gallery[cols].T, out=out)
+        if self.row_term is not None:
+            out.add_(self.row_term[rows, None])
+        return out
+
+
+def _squared_norms(x: Tensor, chunk: int = 8192) -> Tensor:
+    """``||x_i||^2`` row by row, in chunks (no full-size temporary)."""
+    return torch.cat([part.pow(2).sum(dim=1) for part in x.split(chunk)]) if len(x) else x.new_zeros(0)
+
+
+def _slices(n: int, chunk: int) -> list[slice]:
+    return [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+
+
+def default_chunk_size(device: torch.device) -> int:
+    """Rows (and columns) per block: 1024 on CPU (a 4 MiB block stays in cache); on a GPU 16384 (1 GiB blocks)
+    when it has 32 GiB or more, else 8192."""
+    if device.type == "cpu":
+        return _CPU_CHUNK
+    if device.type == "cuda" and torch.cuda.get_device_properties(device).total_memory >= 32 * 2**30:
+        return 2 * _CUDA_CHUNK
+    return _CUDA_CHUNK
+
+
+def iter_score_blocks(
+    queries: Tensor,
+    gallery: Tensor,
+    metric: DistanceMetric = "l2",
+    *,
+    symmetric: bool = False,
+    chunk_size: int | None = None,
+    cpu_gemm: CpuGemm = "auto",
+) -> Iterator[ScoreBlock]:
+    """All blocks of query x gallery scores, row chunk by row chunk, gallery chunks in increasing order.
+
+    With ``symmetric=True`` (requires ``queries is gallery``) only blocks on and above the diagonal are
+    produced and the off-diagonal ones are ``mirrored``; for every query its gallery chunks still arrive in
+    increasing order (first as the transposes of earlier row chunks, then as its own row chunk).
+    Inputs of any floating dtype are scored in float32; scores record no gradient.
+    ``cpu_gemm``: ``"auto"`` (oneDNN where usable, else BLAS), ``"onednn"`` or ``"blas"`` (``torch.addmm``).
+    """
+    if symmetric and queries is not gallery:
+        raise ValueError("symmetric=True needs `queries is gallery`")
+    chunk = chunk_size or default_chunk_size(queries.device)
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk}")
+    same = gallery is queries
+    queries = queries.detach().float()
+    scorer = _Scorer(queries, queries if same else gallery.detach().float(), metric, cpu_gemm)
+    row_slices = _slices(len(queries), chunk)
+    col_slices = row_slices if symmetric else _slices(len(gallery), chunk)
+    for i, rows in enumerate(row_slices):
+        prepared = scorer.row_block(rows)
+        for j, cols in enumerate(col_slices):
+            if symmetric and j < i:
+                continue
+            yield ScoreBlock(rows, cols, scorer.scores(rows, prepared, cols), mirrored=symmetric and j > i)
