@@ -1,6 +1,6 @@
-"""Retrieval metrics: functional (per query, OML's and PML's definitions) and the EmbeddingMetrics accumulator."""
+"""Retrieval metrics: functional (per query, OML's and PML's definitions), EmbeddingMetrics and its state."""
 
-from omlcore.metrics.embedding_metrics import OVERALL, PML_METRICS, EmbeddingMetrics, NoRelevantPolicy
+from omlcore.metrics.embedding_metrics import PML_METRICS, EmbeddingMetrics, NoRelevantPolicy
 from omlcore.metrics.fnmr import fnmr_at_fmr, fnmr_at_fmr_from_distances
 from omlcore.metrics.functional import (
     cmc_at_k,
@@ -15,11 +15,13 @@ from omlcore.metrics.functional import (
     reduce_mean,
     worst_queries,
 )
+from omlcore.metrics.state import OVERALL, EmbeddingState
 
 __all__ = [
     "OVERALL",
     "PML_METRICS",
     "EmbeddingMetrics",
+    "EmbeddingState",
     "NoRelevantPolicy",
     "cmc_at_k",
     "flatten_metrics",

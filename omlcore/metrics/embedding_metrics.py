@@ -7,17 +7,16 @@ retrieves every query's neighbours (exact chunked kNN by default) and returns OM
      "<category>": {...},
      "OVERALL/cmc/1": 0.93, ...}                      # the same values under flat keys, for loggers
 
-Under DDP each rank collects its shard; the ranks exchange :meth:`~EmbeddingMetrics.get_state` (e.g. with
-``torch.distributed.all_gather_object``) and :meth:`~EmbeddingMetrics.merge_state` the others' states. Items
-are put back in dataset order by their ``idx`` and duplicates (a ``DistributedSampler`` pads shards by
-repeating items) are dropped, so every rank computes exactly the one-process numbers.
+The batches are kept by an :class:`~omlcore.metrics.state.EmbeddingState`. Under DDP each rank collects its
+shard; the ranks exchange :meth:`~EmbeddingMetrics.get_state` (e.g. with ``torch.distributed.all_gather_object``)
+and :meth:`~EmbeddingMetrics.merge_state` the others' states. Items are put back in dataset order by their
+``idx`` and duplicates (a ``DistributedSampler`` pads shards by repeating items) are dropped, so every rank
+computes exactly the one-process numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -27,7 +26,6 @@ from torch import Tensor
 
 from omlcore.config import accepts, resolve
 from omlcore.errors import OmlcoreError
-from omlcore.keys import CATEGORIES, EMBEDDINGS, INDEX, IS_GALLERY, IS_QUERY, LABELS, SEQUENCES
 from omlcore.metrics.fnmr import fnmr_at_fmr
 from omlcore.metrics.functional import (
     cmc_at_k,
@@ -42,21 +40,15 @@ from omlcore.metrics.functional import (
     reduce_mean,
     worst_queries,
 )
+from omlcore.metrics.state import OVERALL, EmbeddingState
 from omlcore.protocols import KNNBackend, Reduction
-from omlcore.retrieval.knn import DistanceMetric, ExactKNN
+from omlcore.retrieval.knn import ExactKNN
 from omlcore.retrieval.results import QueryGallerySplit, RetrievalResults
-from omlcore.retrieval.validation import (
-    RetrievalInputError,
-    as_bool_mask,
-    as_embeddings,
-    as_int_keys,
-    as_labels,
-    check_finite,
-)
+from omlcore.retrieval.scores import DistanceMetric
+from omlcore.retrieval.validation import RetrievalInputError
 
 __all__ = ["OVERALL", "PML_METRICS", "EmbeddingMetrics", "NoRelevantPolicy"]
 
-OVERALL = "OVERALL"
 #: The pytorch-metric-learning metrics :class:`EmbeddingMetrics` can add (PML's own names).
 PML_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "mean_reciprocal_rank")
 #: Queries without any relevant gallery item: ``"oml"`` scores them as OML 4.0 does (CMC 0, mAP 0, precision
@@ -64,31 +56,6 @@ PML_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "
 NoRelevantPolicy = Literal["oml", "exclude"]
 
 _OML_METRICS = ("cmc", "precision", "map")
-_STATE = ("embeddings", "labels", "is_query", "is_gallery", "index", "categories", "sequences", "category_names")
-
-
-@functools.lru_cache(maxsize=4096)
-def _category_code(name: str) -> int:
-    """A stable positive 63-bit code of a category name, the same in every process (0 means "no category")."""
-    code = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
-    return code or 1
-
-
-def _encode_names(names: Sequence[str]) -> Tensor:
-    """Names as NUL-terminated UTF-8 bytes in one uint8 tensor (so that "cat" merges vocabularies)."""
-    data = b"".join(name.encode() + b"\0" for name in names)
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
-
-
-def _decode_names(data: Tensor) -> dict[int, str]:
-    names = bytes(data.cpu().numpy().tobytes()).split(b"\0")[:-1]
-    vocabulary: dict[int, str] = {}
-    for raw in names:
-        name = raw.decode()
-        code = _category_code(name)
-        if vocabulary.setdefault(code, name) != name:
-            raise RetrievalInputError(f"category names {name!r} and {vocabulary[code]!r} collide; rename one")
-    return vocabulary
 
 
 class EmbeddingMetrics:
@@ -111,10 +78,10 @@ class EmbeddingMetrics:
     optionally ``idx`` (dataset indices: merged states are put back in dataset order and repeated items dropped;
     without them items keep their arrival / rank order and nothing is deduplicated), ``categories`` (strings) and
     ``sequences`` (int ids, ``-1`` for none). After :meth:`compute`: :attr:`metrics`, :attr:`metrics_unreduced`
-    (per-query tensors), :attr:`retrieval_results`, :attr:`summary`.
+    (per-query tensors), :attr:`retrieval_results`, :attr:`summary`. The batches are in :attr:`state`.
     """
 
-    state_reductions: ClassVar[Mapping[str, Reduction]] = dict.fromkeys(_STATE, "cat")
+    state_reductions: ClassVar[Mapping[str, Reduction]] = EmbeddingState.state_reductions
 
     def __init__(
         self,
@@ -156,7 +123,7 @@ class EmbeddingMetrics:
         self.retrieval_results: RetrievalResults | None = None
         self.summary: dict[str, int] = {}
         self._category_positions: dict[str, Tensor] = {}
-        self.reset()
+        self.state = EmbeddingState()
 
     def __repr__(self) -> str:
         return (
@@ -169,137 +136,35 @@ class EmbeddingMetrics:
 
     def reset(self) -> None:
         """Forget every batch and merged state (results of the last :meth:`compute` are kept)."""
-        self._parts: dict[str, list[Tensor]] = {name: [] for name in _STATE}
-        self._dim: int | None = None
-        self._has_index: bool | None = None
+        self.state.reset()
 
     def update(self, batch: Mapping[str, Any]) -> None:
         """Add one batch (see the class docstring for its keys). Embeddings are detached and kept as they are."""
-        missing = [key for key in (EMBEDDINGS, LABELS, IS_QUERY, IS_GALLERY) if key not in batch]
-        if missing:
-            raise RetrievalInputError(
-                f"the batch lacks {missing} (it has {sorted(map(str, batch))}). EmbeddingMetrics needs "
-                f"'{EMBEDDINGS}', '{LABELS}', '{IS_QUERY}' and '{IS_GALLERY}' (True for items that are both, "
-                "as in PML's leave-one-out evaluation)"
-            )
-        embeddings = as_embeddings(f"batch['{EMBEDDINGS}']", batch[EMBEDDINGS]).detach()
-        n, device = len(embeddings), embeddings.device
-        if self._dim is not None and embeddings.shape[1] != self._dim:
-            raise RetrievalInputError(
-                f"batch['{EMBEDDINGS}'] has {embeddings.shape[1]} dimensions, earlier batches had {self._dim}"
-            )
-        has_index = INDEX in batch
-        if self._has_index is not None and has_index != self._has_index:
-            raise RetrievalInputError(
-                f"some batches carry '{INDEX}' and some do not; pass the dataset index in every batch or in none"
-            )
-        if has_index:
-            index = as_int_keys(f"batch['{INDEX}']", batch[INDEX], n, device)
-            if bool((index < 0).any()):
-                raise RetrievalInputError(f"batch['{INDEX}'] holds negative dataset indices; they must be >= 0")
-        else:  # unknown: the items keep the order they arrive (and are merged) in
-            index = torch.full((n,), -1, dtype=torch.long, device=device)
-        check_finite(f"batch['{EMBEDDINGS}']", embeddings, index if has_index else None)
-        parts = {
-            "embeddings": embeddings,
-            "labels": as_labels(f"batch['{LABELS}']", batch[LABELS], n, device),
-            "is_query": as_bool_mask(f"batch['{IS_QUERY}']", batch[IS_QUERY], n, device),
-            "is_gallery": as_bool_mask(f"batch['{IS_GALLERY}']", batch[IS_GALLERY], n, device),
-            "index": index,
-            "sequences": (
-                as_int_keys(f"batch['{SEQUENCES}']", batch[SEQUENCES], n, device)
-                if batch.get(SEQUENCES) is not None
-                else torch.full((n,), -1, dtype=torch.long, device=device)
-            ),
-        }
-        parts["categories"], parts["category_names"] = self._categories(batch.get(CATEGORIES), n, device)
-        for name, value in parts.items():
-            self._parts[name].append(value)
-        self._dim, self._has_index = embeddings.shape[1], has_index
-
-    @staticmethod
-    def _categories(value: Any, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        if value is None:
-            return torch.zeros(n, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.uint8)
-        names = [str(v) for v in (value.tolist() if isinstance(value, Tensor) else value)]
-        if len(names) != n:
-            raise RetrievalInputError(f"batch['{CATEGORIES}'] has {len(names)} entries for {n} embeddings")
-        if OVERALL in names:
-            raise RetrievalInputError(f"'{OVERALL}' is reserved for the aggregate; rename that category")
-        codes = torch.tensor([_category_code(name) for name in names], dtype=torch.long, device=device)
-        return codes, _encode_names(sorted(set(names)))
+        self.state.update(batch)
 
     def get_state(self) -> dict[str, Tensor]:
         """Everything collected so far, one tensor per entry of :attr:`state_reductions` (all ``"cat"``)."""
-        state: dict[str, Tensor] = {}
-        for name, parts in self._parts.items():
-            if len(parts) == 1:
-                state[name] = parts[0]
-            elif parts:
-                state[name] = torch.cat(parts)
-            elif name == "embeddings":
-                state[name] = torch.zeros(0, self._dim or 0)
-            else:
-                state[name] = torch.zeros(0, dtype=torch.uint8 if name == "category_names" else torch.long)
-        return state
+        return self.state.get_state()
 
     def merge_state(self, states: Sequence[Mapping[str, Tensor]]) -> None:
         """Add the states of other processes / shards (from their :meth:`get_state`); empty ones are skipped."""
-        for position, state in enumerate(states):
-            missing = set(_STATE) - set(state)
-            if missing:
-                raise RetrievalInputError(f"state {position} lacks {sorted(missing)}; pass get_state() results")
-            embeddings = state["embeddings"]
-            if len(embeddings) == 0:
-                continue
-            if self._dim is not None and embeddings.shape[1] != self._dim:
-                raise RetrievalInputError(
-                    f"state {position} has {embeddings.shape[1]}-dimensional embeddings, this one {self._dim}"
-                )
-            for name in _STATE:
-                self._parts[name].append(state[name])
-            self._dim = embeddings.shape[1]
+        self.state.merge_state(states)
 
     # --- computation --------------------------------------------------------------------------------------------
 
-    def _collected(self) -> dict[str, Tensor]:
-        """The state in dataset order (by ``idx``), each item once."""
-        state = self.get_state()
-        if len(state["embeddings"]) == 0:
-            raise RetrievalInputError("EmbeddingMetrics has no data: call update() with batches before compute()")
-        device = state["embeddings"].device
-        index = state["index"].to(device)
-        known = index >= 0
-        if not bool(known.all()):
-            if bool(known.any()):
-                raise RetrievalInputError(
-                    f"some merged states carry dataset indices ('{INDEX}') and some do not; pass them everywhere"
-                )
-            self.summary = {"n_duplicates_dropped": 0}  # without indices: arrival / rank order, nothing dropped
-            return {**state, "index": torch.arange(len(index), device=device)}
-        order = torch.sort(index, stable=True).indices
-        sorted_index = index[order]
-        first = torch.ones(len(order), dtype=torch.bool, device=device)
-        first[1:] = sorted_index[1:] != sorted_index[:-1]
-        keep = order[first]
-        self.summary = {"n_duplicates_dropped": int(len(order) - len(keep))}
-        if torch.equal(keep, torch.arange(len(index), device=device)):  # already in order, once each: no copies
-            collected = {name: state[name].to(device) for name in _STATE if name != "category_names"}
-        else:
-            collected = {name: state[name].to(device)[keep] for name in _STATE if name != "category_names"}
-        collected["category_names"] = state["category_names"]
-        return collected
-
     def compute(self) -> dict[str, Any]:
         """Retrieve and compute every metric; the nested dictionary plus its flat ``"a/b/c"`` keys."""
-        data = self._collected()
+        if not len(self.state):
+            raise RetrievalInputError("EmbeddingMetrics has no data: call update() with batches before compute()")
+        data = self.state.collect()
+        self.summary = {"n_duplicates_dropped": data.n_duplicates_dropped}
         split = QueryGallerySplit.from_items(
-            data["embeddings"],
-            data["labels"],
-            data["is_query"],
-            data["is_gallery"],
-            data["sequences"] if bool((data["sequences"] >= 0).any()) else None,
-            data["index"],
+            data.embeddings,
+            data.labels,
+            data.is_query,
+            data.is_gallery,
+            data.sequences if bool((data.sequences >= 0).any()) else None,
+            data.index,
         )
         top_k = max([*self.cmc_top_k, *self.precision_top_k, *self.map_top_k, self.mrr_top_k or 1])
         cover_relevant = bool({"r_precision", "mean_average_precision_at_r"} & set(self.pml_metrics))
@@ -309,7 +174,7 @@ class EmbeddingMetrics:
         unreduced = self._per_query(results)
         lone = results.n_relevant == 0
         self.summary.update(
-            n_items=len(data["index"]),
+            n_items=len(data.index),
             n_queries=results.n_queries,
             n_gallery=results.n_gallery,
             n_queries_without_relevant=int(lone.sum()),
@@ -326,7 +191,7 @@ class EmbeddingMetrics:
                 RuntimeWarning,
                 stacklevel=2,
             )
-        overall_pcf = self._pcf(data["embeddings"])
+        overall_pcf = self._pcf(data.embeddings)
         nested: dict[str, Any] = {OVERALL: self._reduce(unreduced, overall_pcf)}
         unreduced_nested: dict[str, Any] = {OVERALL: unreduced}
         if self.fmr_vals and split.query_labels is not None and split.gallery_labels is not None:
@@ -341,22 +206,17 @@ class EmbeddingMetrics:
             )
             nested[OVERALL]["fnmr@fmr"] = dict(zip(self.fmr_vals, fnmr.tolist(), strict=True))
         self._category_positions = {}
-        vocabulary = _decode_names(data["category_names"])
-        categories = data["categories"]
+        categories = data.categories
         if bool((categories != 0).any()):
-            if bool((categories == 0).any()):
-                raise RetrievalInputError(
-                    f"some batches carry '{CATEGORIES}' and some do not; give every item a category or none"
-                )
-            query_categories = categories[data["is_query"]]
-            for code, name in sorted(vocabulary.items(), key=lambda item: item[1]):
+            query_categories = categories[data.is_query]
+            for code, name in sorted(data.category_names.items(), key=lambda item: item[1]):
                 query_mask = query_categories == code
                 if not bool(query_mask.any()):
                     continue
                 subset = _select(unreduced, query_mask)
                 self._category_positions[name] = query_mask.nonzero().flatten()
                 unreduced_nested[name] = subset
-                nested[name] = self._reduce(subset, self._pcf(data["embeddings"][categories == code]))
+                nested[name] = self._reduce(subset, self._pcf(data.embeddings[categories == code]))
         self.retrieval_results = results
         self.metrics_unreduced = unreduced_nested
         self.metrics = nested
