@@ -197,7 +197,7 @@ def worker(library: str, n: int, dim: int, device: str) -> dict[str, Any]:
 
 def matmul_rates(dim: int, device: str) -> dict[str, float]:
     """fp32 GFLOP/s of ``torch.mm`` (and oneDNN on CPU) at the block shape of omlcore's kNN: (c x dim) @ (dim x c)."""
-    from omlcore.retrieval.knn import default_chunk_size
+    from omlcore.retrieval.scores import default_chunk_size
 
     torch.backends.cuda.matmul.allow_tf32 = False  # exact fp32
     size = default_chunk_size(torch.device(device))

@@ -28,9 +28,6 @@ from omlcore.retrieval.scores import (
     iter_score_blocks,
     scores_to_distances,
 )
-from omlcore.retrieval.scores import (
-    default_chunk_size as default_chunk_size,  # benchmarks/retrieval.py imports it from here
-)
 from omlcore.retrieval.validation import as_embeddings, as_int_keys, check_finite, check_same_dim
 
 __all__ = ["CpuGemm", "DistanceMetric", "ExactKNN", "Exclude"]
