@@ -73,7 +73,6 @@ def register_runners(registry: Registrar) -> None:
     registry.register(
         "lightning",
         "omlcore_lightning.runner:LightningRunner",
-        requires=("lightning",),
-        extra=EXTRA,
-        summary="pipelines in a Lightning Trainer (devices, strategy, precision)",
+        # No `requires`: configs naming it stay valid without Lightning; building the runner says what to install.
+        summary='pipelines in a Lightning Trainer (devices, strategy, precision); needs "omlcore[lightning]"',
     )

@@ -101,6 +101,8 @@ def start_training(config: Path, *overrides: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # a launcher (tox) may ignore SIGINT, which the child would inherit; a user's shell delivers it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

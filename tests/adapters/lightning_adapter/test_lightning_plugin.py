@@ -55,6 +55,9 @@ def test_registers_callbacks_and_loggers() -> None:
         else:
             module = "callbacks" if entry.kind == "callback" else "loggers"
             assert entry.target == f"lightning.pytorch.{module}:{entry.name.removeprefix('lightning.')}"
+        if entry.kind == "runner":  # no requires: configs naming it stay valid; building it names the extra
+            assert entry.requires == () and HINT.split()[-1].strip('"') in entry.summary
+            continue
         assert entry.requires[0] == "lightning"
         assert entry.extra == "lightning"
         assert entry.plugin == "lightning"
@@ -183,6 +186,8 @@ def test_registering_and_listing_imports_no_framework(plugin_entries: Callable[.
 def test_without_lightning_entries_are_unavailable_with_the_install_hint(plugin_entries: Callable[..., Any]) -> None:
     result = plugin_entries("omlcore_lightning.plugin", "lightning", hidden=("lightning",), build=True)["entries"]
     assert sorted(result) == sorted([f"lightning.{name}" for name in CALLBACKS + LOGGERS] + list(OWN))
+    runner = result.pop("lightning")
+    assert runner["available"] is True and HINT in runner["error"]  # listed, and building it names the extra
     for name, entry in result.items():
         assert entry["available"] is False, name
         assert HINT in entry["reason"] and "lightning" in entry["reason"]
