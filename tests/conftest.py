@@ -122,3 +122,12 @@ def hookimpl_counts() -> Callable[[object, str], dict[str, int]]:
         return {hook: n for hook, n in hooks.items() if n}
 
     return count
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The checkpoints folder of a fresh cache; no opt-in or offline switch leaks in from the shell."""
+    monkeypatch.setenv("OMLCORE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("OMLCORE_OFFLINE", raising=False)
+    monkeypatch.delenv("OMLCORE_ALLOW_UNSAFE_PICKLE", raising=False)
+    return tmp_path / "cache" / "checkpoints"

@@ -67,15 +67,6 @@ def site(tmp_path: Path) -> Iterator[Site]:
     httpd.server_close()
 
 
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The checkpoints folder of a fresh cache; no opt-in or offline switch leaks in from the shell."""
-    monkeypatch.setenv("OMLCORE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("OMLCORE_OFFLINE", raising=False)
-    monkeypatch.delenv("OMLCORE_ALLOW_UNSAFE_PICKLE", raising=False)
-    return tmp_path / "cache" / "checkpoints"
-
-
 class Mkdir:
     """Unpickling this object creates the folder ``path``: a stand-in for any code a forged file could run."""
 

@@ -90,14 +90,6 @@ def server() -> Iterator[FileServer]:
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("OMLCORE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("OMLCORE_OFFLINE", raising=False)
-    monkeypatch.delenv("OMLCORE_ALLOW_UNSAFE_PICKLE", raising=False)
-    return tmp_path / "cache" / "checkpoints"
-
-
-@pytest.fixture
 def refused_url() -> str:
     """A URL on 127.0.0.1 where nothing listens (connection refused)."""
     with socket.socket() as sock:
