@@ -302,6 +302,9 @@ class MetricAccumulator(Protocol):
       this one, following ``state_reductions``. Exact: merging the shards of a dataset gives the state of
       the whole dataset, so a 2-process run computes the same metrics as a 1-process run. The adapters do
       the communication; the accumulator only declares and merges.
+
+    Optional: ``metric_names(categories)``, the flat keys ``compute()`` will report; the train pipeline checks
+    ``metric_for_checkpointing`` against it before training (otherwise after the first validation).
     """
 
     state_reductions: Mapping[str, Reduction]

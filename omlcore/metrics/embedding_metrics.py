@@ -223,6 +223,23 @@ class EmbeddingMetrics:
         returned = {OVERALL: nested[OVERALL]} if self.return_only_overall_category else nested
         return {**returned, **flatten_metrics(returned)}
 
+    def metric_names(self, categories: Sequence[str] = ()) -> list[str]:
+        """The flat keys :meth:`compute` reports for data with these ``categories``, known before any batch.
+
+        Lets a training run check a name such as ``metric_for_checkpointing`` before it trains.
+        """
+        cutoffs: dict[str, Any] = {
+            name: dict.fromkeys(ks, 0.0)
+            for name, ks in (("cmc", self.cmc_top_k), ("precision", self.precision_top_k), ("map", self.map_top_k))
+            if ks
+        }
+        cutoffs.update(dict.fromkeys(self.pml_metrics, 0.0))
+        if self.pcf_variance:
+            cutoffs["pcf"] = dict.fromkeys(self.pcf_variance, 0.0)
+        overall = {**cutoffs, "fnmr@fmr": dict.fromkeys(self.fmr_vals, 0.0)} if self.fmr_vals else cutoffs
+        shown = [] if self.return_only_overall_category else sorted(set(categories))
+        return list(flatten_metrics({OVERALL: overall, **dict.fromkeys(shown, cutoffs)}))
+
     def _per_query(self, results: RetrievalResults) -> dict[str, Any]:
         relevant, n_retrieved, n_relevant = results.is_relevant, results.n_retrieved, results.n_relevant
         values: dict[str, Any] = {}

@@ -112,6 +112,8 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
         on_epoch=lambda record: None,
     )
     _try_optimizer(job)
+    if val_set is not None:
+        _check_declared_metric(config, metric, val_set, source)
 
     if resume is not None and resume.folder is not None:
         run = RunFolder.resume(resume.folder, config, "train", runner)
@@ -201,13 +203,7 @@ class _BestEpoch:
 
     def check(self, metrics: Mapping[str, float]) -> None:
         """A clear error if the validation does not report the metric (it names the ones it does report)."""
-        if self.key is not None and self.key not in metrics:
-            names = ", ".join(name for name in metrics if name not in ("epoch", "loss") and "/" in name)
-            raise ConfigError(
-                "metric_for_checkpointing",
-                f"the validation reports no metric '{self.key}'; it reports: {names}; or set it to null",
-                self.source,
-            )
+        _check_reported(self.key, metrics, self.source)
 
     def update(self, record: Mapping[str, float], earlier: Sequence[Mapping[str, float]]) -> None:
         """Save the weights if ``record`` beats every ``earlier`` epoch (NaN never does)."""
@@ -226,6 +222,24 @@ class _BestEpoch:
         self.run.save_weights(BEST_CHECKPOINT, self.model)
         epoch = int(record["epoch"]) + 1
         self.run.log(f"best {self.key} so far ({value:.4f}, epoch {epoch}): {CHECKPOINTS}/{BEST_CHECKPOINT}")
+
+
+def _check_reported(key: str | None, metrics: Mapping[str, Any], source: str | None) -> None:
+    if key is not None and key not in metrics:
+        names = ", ".join(name for name in metrics if name not in ("epoch", "loss") and "/" in name)
+        raise ConfigError(
+            "metric_for_checkpointing",
+            f"the validation reports no metric '{key}'; it reports: {names}; or set it to null",
+            source,
+        )
+
+
+def _check_declared_metric(config: Config, metric: Any, dataset: ImageQueryGalleryDataset, source: str | None) -> None:
+    """``metric_for_checkpointing`` against the names the metric declares (``metric_names``), before training."""
+    names = getattr(metric, "metric_names", None)
+    if callable(names):
+        categories = [] if dataset.categories is None else [str(c) for c in dataset.categories.tolist()]
+        _check_reported(config["metric_for_checkpointing"], dict.fromkeys(names(categories)), source)
 
 
 def _previous_history(folder: Path, source: str | None) -> list[dict[str, Any]]:

@@ -226,6 +226,15 @@ def test_cosine_and_return_only_overall() -> None:
     assert metrics.retrieval_results is not None and metrics.retrieval_results.metric == "cosine"
 
 
+@pytest.mark.parametrize("overall_only", [False, True])
+def test_declared_metric_names_are_the_computed_keys(overall_only: bool) -> None:
+    metrics = EmbeddingMetrics(**KW, return_only_overall_category=overall_only)
+    data = dataset(9)
+    metrics.update(data)
+    computed = [key for key in quiet_compute(metrics) if "/" in key]
+    assert sorted(metrics.metric_names(sorted(set(data["categories"])))) == sorted(computed)
+
+
 def test_bad_batches_are_named() -> None:
     data = dataset(8)
     metrics = EmbeddingMetrics()

@@ -111,12 +111,12 @@ def _set_launcher_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> N
         monkeypatch.setenv(name, value)
 
 
-def test_a_config_error_after_an_epoch_stops_every_torchrun_process(tiny_config: Path) -> None:
+def test_a_checkpointing_metric_error_stops_every_torchrun_process(tiny_config: Path) -> None:
     stopped = omlcore_command(
         "train",
         str(tiny_config),
         "runner.args.epochs=2",
-        "validate_untrained=false",  # so the unknown name is found after the first epoch, in both processes
+        "validate_untrained=false",  # the unknown name is found from the metric's declared names, in both processes
         "metric_for_checkpointing=OVERALL/cmc/7",
         launcher=TORCHRUN,
     )

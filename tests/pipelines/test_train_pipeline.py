@@ -99,7 +99,8 @@ def test_the_best_epoch_is_kept_and_validates_to_its_recorded_metric(tiny_config
 def test_an_unknown_checkpointing_metric_is_a_config_error(
     tiny_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for untrained in ("true", "false"):  # found before training, or after the first epoch
+    runs = tiny_config.parent / "runs"
+    for untrained in ("true", "false"):  # found from the metric's declared names, before any run folder exists
         code = main(
             ["train", str(tiny_config), "metric_for_checkpointing=OVERALL/cmc/7", f"validate_untrained={untrained}"]
         )
@@ -107,6 +108,7 @@ def test_an_unknown_checkpointing_metric_is_a_config_error(
         err = capsys.readouterr().err
         assert "metric_for_checkpointing: the validation reports no metric 'OVERALL/cmc/7'" in err
         assert "OVERALL/cmc/1" in err and "OVERALL/map/2" in err
+        assert not runs.exists() or not any(runs.iterdir())
     none = train(tiny_config, ["metric_for_checkpointing=null", "run_name=no-best"])
     assert not (none.run_dir / "checkpoints" / "best.pt").exists()
 
