@@ -12,6 +12,7 @@ from omlcore.metrics.functional import (
     precision_at_1,
     precision_at_k,
     r_precision,
+    reciprocal_rank,
     reduce_mean,
     worst_queries,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "precision_at_1",
     "precision_at_k",
     "r_precision",
+    "reciprocal_rank",
     "reduce_mean",
     "worst_queries",
 ]

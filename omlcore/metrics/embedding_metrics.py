@@ -37,12 +37,14 @@ from omlcore.metrics.functional import (
     precision_at_1,
     precision_at_k,
     r_precision,
+    reciprocal_rank,
     reduce_mean,
     worst_queries,
 )
 from omlcore.metrics.state import OVERALL, EmbeddingState
 from omlcore.protocols import KNNBackend, Reduction
 from omlcore.retrieval.knn import ExactKNN
+from omlcore.retrieval.ranks import first_relevant_ranks
 from omlcore.retrieval.results import QueryGallerySplit, RetrievalResults
 from omlcore.retrieval.scores import DistanceMetric
 from omlcore.retrieval.validation import RetrievalInputError
@@ -67,7 +69,11 @@ class EmbeddingMetrics:
             all query x gallery distances).
         pcf_variance: explained-variance levels for PCF (OML's principal components fraction).
         pml_metrics: any of :data:`PML_METRICS`; R-based ones retrieve ``max(n_relevant)`` neighbours.
-        mrr_top_k: cutoff of the mean reciprocal rank (default: all retrieved neighbours).
+        mrr_top_k: cutoff of the mean reciprocal rank, reported as ``mean_reciprocal_rank/<k>``; default None:
+            over the full ranking (PML's default), as ``mean_reciprocal_rank``. The other cutoffs never change it:
+            for queries with no relevant item among the retrieved ones, the rank of the first relevant item is
+            found from exact scores in two more passes over their scores (memory still ``O(Q * k)``, see
+            :func:`~omlcore.retrieval.ranks.first_relevant_ranks`).
         no_relevant: :data:`NoRelevantPolicy`; how many queries it concerned is in :attr:`summary`.
         metric: ``"l2"`` or ``"cosine"``.
         knn_backend: a :class:`~omlcore.protocols.KNNBackend`, a registered name (``"exact"``, ``"faiss.flat"``)
@@ -171,26 +177,18 @@ class EmbeddingMetrics:
         results = RetrievalResults.from_split(
             split, top_k=top_k, cover_relevant=cover_relevant, metric=self.metric, backend=self.knn_backend
         )
-        unreduced = self._per_query(results)
+        unreduced = self._per_query(results, split)
         lone = results.n_relevant == 0
+        empty = lone & (results.n_retrieved == 0)
         self.summary.update(
             n_items=len(data.index),
             n_queries=results.n_queries,
             n_gallery=results.n_gallery,
             n_queries_without_relevant=int(lone.sum()),
+            n_queries_with_empty_gallery=int(empty.sum()),
         )
         if bool(lone.any()):
-            effect = (
-                "scored as in OML 4.0 (CMC 0, mAP 0, precision NaN, so the mean precision is NaN)"
-                if self.no_relevant == "oml"
-                else "left out of the means"
-            )
-            warnings.warn(
-                f"{int(lone.sum())} of {results.n_queries} queries have no relevant gallery item; they are {effect}. "
-                "Choose with EmbeddingMetrics(no_relevant='oml' | 'exclude').",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            warnings.warn(self._lone_message(int(lone.sum()), int(empty.sum()), results.n_queries), RuntimeWarning, 2)
         overall_pcf = self._pcf(data.embeddings)
         nested: dict[str, Any] = {OVERALL: self._reduce(unreduced, overall_pcf)}
         unreduced_nested: dict[str, Any] = {OVERALL: unreduced}
@@ -234,13 +232,35 @@ class EmbeddingMetrics:
             if ks
         }
         cutoffs.update(dict.fromkeys(self.pml_metrics, 0.0))
+        if "mean_reciprocal_rank" in cutoffs and self.mrr_top_k is not None:
+            cutoffs["mean_reciprocal_rank"] = {self.mrr_top_k: 0.0}
         if self.pcf_variance:
             cutoffs["pcf"] = dict.fromkeys(self.pcf_variance, 0.0)
         overall = {**cutoffs, "fnmr@fmr": dict.fromkeys(self.fmr_vals, 0.0)} if self.fmr_vals else cutoffs
         shown = [] if self.return_only_overall_category else sorted(set(categories))
         return list(flatten_metrics({OVERALL: overall, **dict.fromkeys(shown, cutoffs)}))
 
-    def _per_query(self, results: RetrievalResults) -> dict[str, Any]:
+    def _lone_message(self, n_lone: int, n_empty: int, n_queries: int) -> str:
+        """The warning about queries without relevant items, saying what their values are."""
+        oml = "CMC 0, mAP 0 and precision NaN (so the mean precision is NaN)"
+        empty = (
+            "CMC, precision and mAP 1, as OML scores an empty row (the gallery holds only the query itself or its "
+            "sequence)"
+        )
+        if self.no_relevant == "exclude":
+            effect = "they are left out of the means"
+        elif n_empty == 0:
+            effect = f"they are scored as in OML 4.0: {oml}"
+        elif n_empty == n_lone:
+            effect = f"they have nothing to retrieve and are scored as in OML 4.0: {empty}"
+        else:
+            effect = f"they are scored as in OML 4.0: {oml}; except {n_empty} with nothing to retrieve: {empty}"
+        return (
+            f"{n_lone} of {n_queries} queries have no relevant gallery item; {effect}. "
+            "Choose with EmbeddingMetrics(no_relevant='oml' | 'exclude')."
+        )
+
+    def _per_query(self, results: RetrievalResults, split: QueryGallerySplit) -> dict[str, Any]:
         relevant, n_retrieved, n_relevant = results.is_relevant, results.n_retrieved, results.n_relevant
         values: dict[str, Any] = {}
         for name, ks, function in (
@@ -257,11 +277,23 @@ class EmbeddingMetrics:
             "precision_at_1": lambda: precision_at_1(relevant, n_relevant),
             "r_precision": lambda: r_precision(relevant, n_relevant),
             "mean_average_precision_at_r": lambda: map_at_r(relevant, n_relevant),
-            "mean_reciprocal_rank": lambda: mean_reciprocal_rank(relevant, n_relevant, self.mrr_top_k),
+            "mean_reciprocal_rank": lambda: self._reciprocal_ranks(results, split),
         }
         for name in self.pml_metrics:
             values[name] = pml[name]()
         return values
+
+    def _reciprocal_ranks(self, results: RetrievalResults, split: QueryGallerySplit) -> Tensor | dict[int, Tensor]:
+        """Per query ``1 / rank`` of the first relevant item: within ``mrr_top_k``, or over the full ranking."""
+        relevant, n_relevant = results.is_relevant, results.n_relevant
+        if self.mrr_top_k is not None:
+            return {self.mrr_top_k: mean_reciprocal_rank(relevant, n_relevant, self.mrr_top_k)}
+        ranks = torch.where(relevant.any(dim=1), relevant.to(torch.uint8).argmax(dim=1) + 1, 0)
+        beyond = ((ranks == 0) & (n_relevant > 0)).nonzero().flatten()
+        if len(beyond):  # the first relevant item lies below the retrieved ones
+            found = first_relevant_ranks(split, beyond, self.metric)
+            ranks[beyond] = torch.where(found > 0, found.clamp_min(results.n_retrieved[beyond] + 1), 0)
+        return reciprocal_rank(ranks, n_relevant)
 
     def _reduce(self, unreduced: Mapping[str, Any], pcf_values: Tensor | None) -> dict[str, Any]:
         reduced: dict[str, Any] = {}

@@ -34,6 +34,7 @@ __all__ = [
     "precision_at_1",
     "precision_at_k",
     "r_precision",
+    "reciprocal_rank",
     "reduce_mean",
     "worst_queries",
 ]
@@ -141,6 +142,13 @@ def mean_reciprocal_rank(is_relevant: Tensor, n_relevant: Tensor, k: int | None 
     found = relevant.any(dim=1)
     first = relevant.to(torch.uint8).argmax(dim=1) if relevant.shape[1] else torch.zeros(len(relevant))
     value = torch.where(found, 1.0 / (first.double() + 1.0), 0.0)
+    return _lone_to_nan(n_relevant, value)
+
+
+def reciprocal_rank(ranks: Tensor, n_relevant: Tensor) -> Tensor:
+    """Reciprocal rank from ranks: ``1 / rank`` of the first relevant item (1-based, ``0`` when none is ranked),
+    0 where none is; NaN for lone queries (``n == 0``). The mean over queries is PML's MRR at ``k = None``."""
+    value = torch.where(ranks > 0, 1.0 / ranks.clamp_min(1).double(), 0.0)
     return _lone_to_nan(n_relevant, value)
 
 

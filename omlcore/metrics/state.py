@@ -10,6 +10,7 @@ themselves, NUL-terminated UTF-8 bytes in one uint8 tensor, so that concatenatio
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from omlcore.keys import CATEGORIES, EMBEDDINGS, INDEX, IS_GALLERY, IS_QUERY, LABELS, SEQUENCES
+from omlcore.keys import (
+    CATEGORIES,
+    CATEGORY_COLUMN,
+    EMBEDDINGS,
+    INDEX,
+    IS_GALLERY,
+    IS_QUERY,
+    LABELS,
+    SEQUENCE_COLUMN,
+    SEQUENCES,
+)
 from omlcore.protocols import Reduction
 from omlcore.retrieval.validation import (
     RetrievalInputError,
@@ -36,6 +47,12 @@ __all__ = ["OVERALL", "CollectedItems", "EmbeddingState"]
 OVERALL = "OVERALL"
 
 _STATE = ("embeddings", "labels", "is_query", "is_gallery", "index", "categories", "sequences", "category_names")
+#: The batch keys read, and the CSV columns' (OML's) names read as two of them.
+_READ = (EMBEDDINGS, LABELS, IS_QUERY, IS_GALLERY, INDEX, CATEGORIES, SEQUENCES)
+_ALIASES = {CATEGORY_COLUMN: CATEGORIES, SEQUENCE_COLUMN: SEQUENCES}
+#: How far two copies of one item's embedding (the same ``idx``) may differ: a padded DistributedSampler
+#: embeds a repeated item in another batch, where GPU kernels may round differently.
+_COPY_RTOL, _COPY_ATOL = 1e-3, 1e-5
 
 
 @functools.lru_cache(maxsize=4096)
@@ -87,7 +104,9 @@ class EmbeddingState:
 
     Batches carry ``embeddings`` ``(B, D)``, ``labels``, ``is_query``, ``is_gallery`` and optionally ``idx``
     (dataset indices, in every batch or in none), ``categories`` (strings) and ``sequences`` (int ids, ``-1``
-    for none).
+    for none); ``category`` and ``sequence`` (the CSV columns' and OML's names) are read as the last two. Other
+    keys (images, paths, ...) are ignored, except near-misses of these names (``sequnces``, ``label``), which are
+    an error naming the key meant.
     """
 
     state_reductions: ClassVar[Mapping[str, Reduction]] = dict.fromkeys(_STATE, "cat")
@@ -107,6 +126,7 @@ class EmbeddingState:
 
     def update(self, batch: Mapping[str, Any]) -> None:
         """Add one batch (see the class docstring for its keys). Embeddings are detached and kept as they are."""
+        batch = _canonical_keys(batch)
         missing = [key for key in (EMBEDDINGS, LABELS, IS_QUERY, IS_GALLERY) if key not in batch]
         if missing:
             raise RetrievalInputError(
@@ -195,6 +215,8 @@ class EmbeddingState:
             first[1:] = sorted_index[1:] != sorted_index[:-1]
             kept = order[first]
             n_dropped = len(order) - len(kept)
+            if n_dropped:
+                _check_copies(state, order, first, sorted_index)
             if not torch.equal(kept, torch.arange(len(index), device=device)):  # else in order, once each: no copies
                 keep = kept
         elif bool(known.any()):
@@ -224,6 +246,47 @@ class EmbeddingState:
             category_names=_decode_names(state["category_names"]),
             n_duplicates_dropped=n_dropped,
         )
+
+
+def _check_copies(state: Mapping[str, Tensor], order: Tensor, first: Tensor, sorted_index: Tensor) -> None:
+    """Items repeated under one ``idx`` must be copies of one item (equal labels and flags, equal embeddings up to
+    rounding), else the index names two items and dropping one would lose data."""
+    positions = torch.arange(len(order), device=order.device)
+    kept_of = torch.cummax(torch.where(first, positions, 0), dim=0).values  # the first of each run of one idx
+    copies, originals = order[~first], order[kept_of[~first]]
+    embeddings = state["embeddings"]
+    different = ~torch.isclose(embeddings[copies], embeddings[originals], rtol=_COPY_RTOL, atol=_COPY_ATOL).all(dim=1)
+    for name in ("labels", "is_query", "is_gallery", "categories", "sequences"):
+        values = state[name].to(order.device)
+        different |= values[copies] != values[originals]
+    if bool(different.any()):
+        repeated = sorted_index[~first][different].unique()
+        shown = ", ".join(str(v) for v in repeated[:5].tolist())
+        raise RetrievalInputError(
+            f"{len(repeated)} dataset indices ('{INDEX}') are given to different items (other embeddings, labels "
+            f"or flags), e.g. {shown}: each index must name one item. Pass unique indices (the dataset's), or leave "
+            f"'{INDEX}' out of the batches"
+        )
+
+
+def _canonical_keys(batch: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``batch`` with OML's singular names read as the plural keys; near-misses of the keys are an error."""
+    renamed = {alias: key for alias, key in _ALIASES.items() if alias in batch}
+    for alias, key in renamed.items():
+        if key in batch:
+            raise RetrievalInputError(f"the batch has both '{alias}' and '{key}' (the same thing): keep one")
+    for name in batch:
+        if not isinstance(name, str) or name in _READ or name in _ALIASES:
+            continue
+        close = difflib.get_close_matches(name, _READ, n=1, cutoff=0.75)
+        if close:
+            raise RetrievalInputError(
+                f"the batch key '{name}' is not one EmbeddingMetrics reads; did you mean '{close[0]}'? Rename it "
+                f"(it reads {', '.join(repr(key) for key in _READ)}; other keys are ignored)"
+            )
+    if not renamed:
+        return batch
+    return {renamed.get(name, name): value for name, value in batch.items()}
 
 
 def _categories(value: Any, n: int, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -5,6 +5,7 @@
 """
 
 from omlcore.retrieval.knn import ExactKNN
+from omlcore.retrieval.ranks import first_relevant_ranks
 from omlcore.retrieval.results import QueryGallerySplit, RetrievalResults, relevant_counts
 from omlcore.retrieval.scores import DistanceMetric, iter_score_blocks, scores_to_distances
 from omlcore.retrieval.validation import RetrievalInputError
@@ -15,6 +16,7 @@ __all__ = [
     "QueryGallerySplit",
     "RetrievalInputError",
     "RetrievalResults",
+    "first_relevant_ranks",
     "iter_score_blocks",
     "relevant_counts",
     "scores_to_distances",

@@ -213,6 +213,7 @@ class ExactKNN:
             for qk, gk in exclude or ()
         ]
         symmetric = is_symmetric(queries, gallery, exclude) and len(queries) > 0
+        scale = 1.0
         width = min(k, len(gallery))
         topk = _RunningTopK(len(queries), width, queries.device)
         if width > 0 and len(queries) > 0:
@@ -222,6 +223,7 @@ class ExactKNN:
             chunks: dict[int, slice] = {}
             exclusions = Exclusions(pairs)
             for block in blocks:
+                scale = block.scale
                 _absorb(topk, block.scores, block.rows, block.cols, False, exclusions.between(block.rows, block.cols))
                 if block.mirrored:
                     _absorb(
@@ -230,7 +232,7 @@ class ExactKNN:
                 chunks[block.rows.start] = block.rows
                 chunks[block.cols.start] = block.cols
             topk.flush(list(chunks.values()))
-        distances = scores_to_distances(topk.values, self.metric)
+        distances = scores_to_distances(topk.values, self.metric, scale)
         indices = topk.indices
         if width < k:
             distances = torch.nn.functional.pad(distances, (0, k - width), value=_INF)

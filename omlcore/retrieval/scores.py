@@ -7,12 +7,16 @@ once: half the GEMM FLOP.
 
 Scores order pairs like distances: ``||q||^2 + ||g||^2 - 2 q.g`` (squared L2, as ``torch.cdist`` and OML compute
 it) or ``1 - cos(q, g)``; :func:`scores_to_distances` turns them into distances.
+Range: inputs whose entries reach ``2^40`` (or stay below ``2^-40``) would overflow (underflow) float32 in their
+squares, so they are scored divided by a power of two (:attr:`ScoreBlock.scale`; for cosine each row is rescaled
+before it is normalised): exact, the same ranking and, scaled back, the same distances.
 Exclusion: gallery item ``g`` is never a neighbour of query ``q`` when, for any key pair ``(qk, gk)`` of an
 :data:`Exclude`, ``qk[q] == gk[g] >= 0`` (the same item, the same sequence).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -41,6 +45,8 @@ Exclude = Sequence[tuple[Tensor, Tensor]]
 CpuGemm = Literal["auto", "onednn", "blas"]
 
 _CPU_CHUNK = 1024
+_SAFE_MAX = 2.0**40  # squares of entries from here on can overflow float32 in a sum over many dimensions
+_SAFE_MIN = 2.0**-40  # ... and below this they lose precision (subnormal squares)
 _CUDA_CHUNK = 8192
 
 
@@ -50,19 +56,25 @@ class ScoreBlock:
 
     Scores order pairs like distances (squared L2, or ``1 - cos``); convert them with :func:`scores_to_distances`.
     ``mirrored``: in a symmetric search the block also stands for its transpose (``cols`` as queries, ``rows``
-    as gallery items). The tensor may be reused by the next block: copy what you keep.
+    as gallery items). ``scale``: the power of two the inputs were divided by (1 unless their squares would leave
+    float32's range); pass it to :func:`scores_to_distances`. The tensor may be reused by the next block: copy
+    what you keep.
     """
 
     rows: slice
     cols: slice
     scores: Tensor
     mirrored: bool
+    scale: float = 1.0
 
 
-def scores_to_distances(scores: Tensor, metric: DistanceMetric) -> Tensor:
-    """Ranking scores to distances: ``sqrt(max(s, 0))`` for ``"l2"``, ``max(s, 0)`` for ``"cosine"``."""
+def scores_to_distances(scores: Tensor, metric: DistanceMetric, scale: float = 1.0) -> Tensor:
+    """Ranking scores to distances: ``scale * sqrt(max(s, 0))`` for ``"l2"``, ``max(s, 0)`` for ``"cosine"``."""
     clamped = scores.clamp_min(0.0)
-    return clamped.sqrt_() if metric == "l2" else clamped
+    if metric != "l2":
+        return clamped
+    distances = clamped.sqrt_()
+    return distances.mul_(scale) if scale != 1.0 else distances
 
 
 def is_symmetric(queries: Tensor, gallery: Tensor, exclude: Exclude | None) -> bool:
@@ -106,7 +118,7 @@ class Exclusions:
 
 
 class _Scorer:
-    """Blocks of ``bias_g[j] + row_term[i] + scale * q_i . g_j``: one GEMM per block, bias fused into it.
+    """Blocks of ``bias_g[j] + row_term[i] + factor * q_i . g_j``: one GEMM per block, bias fused into it.
 
     On CPU, oneDNN's fp32 GEMM (:func:`~omlcore.functional.linear.onednn_linear`) is used where it is usable: on
     some CPUs (e.g. AMD Zen with MKL) it is markedly faster than the BLAS behind ``torch.addmm``; both compute
@@ -114,16 +126,22 @@ class _Scorer:
     """
 
     def __init__(self, queries: Tensor, gallery: Tensor, metric: DistanceMetric, gemm: CpuGemm) -> None:
+        self.scale = 1.0
         if metric == "cosine":  # the one full copy this class makes: normalised inputs
-            queries = torch.nn.functional.normalize(queries, dim=1)
-            gallery = queries if gallery is queries else torch.nn.functional.normalize(gallery, dim=1)
+            queries = _normalize(queries)
+            gallery = queries if gallery is queries else _normalize(gallery)
             self.row_term: Tensor | None = None
             self.bias = torch.ones(len(gallery), dtype=gallery.dtype, device=gallery.device)
-            self.scale = -1.0  # 1 - q.g  ==  1 + (-q).g
+            self.factor = -1.0  # 1 - q.g  ==  1 + (-q).g
         else:
+            self.scale = _common_scale(queries, gallery)
+            if self.scale != 1.0:  # out of float32's safe range: one scaled copy (exact, a power of two)
+                same = gallery is queries
+                queries = _scaled(queries, 1.0 / self.scale)
+                gallery = queries if same else _scaled(gallery, 1.0 / self.scale)
             self.row_term = _squared_norms(queries)
             self.bias = self.row_term if gallery is queries else _squared_norms(gallery)
-            self.scale = -2.0  # exact: a power of two
+            self.factor = -2.0  # exact: a power of two
         on_cpu = gallery.device.type == "cpu"
         if gemm == "onednn" and not (on_cpu and onednn_usable()):
             raise RetrievalInputError(
@@ -138,7 +156,7 @@ class _Scorer:
 
     def row_block(self, rows: slice) -> Tensor:
         """The (scaled) queries of ``rows``, the GEMM's input."""
-        return self.queries[rows].mul(self.scale)
+        return self.queries[rows].mul(self.factor)
 
     def scores(self, rows: slice, prepared_rows: Tensor, cols: slice) -> Tensor:
         if self.onednn:
@@ -152,6 +170,56 @@ class _Scorer:
         if self.row_term is not None:
             out.add_(self.row_term[rows, None])
         return out
+
+
+def _max_abs(x: Tensor) -> float:
+    if not x.numel():
+        return 0.0
+    low, high = torch.aminmax(x)
+    return max(-float(low), float(high))
+
+
+def _power_of_two_at(value: float) -> float:
+    """``2^e`` with ``value / 2^e`` in ``[0.5, 1)``."""
+    return math.ldexp(1.0, math.frexp(value)[1])
+
+
+def _out_of_range(value: float) -> bool:
+    return value >= _SAFE_MAX or 0.0 < value < _SAFE_MIN
+
+
+def _common_scale(queries: Tensor, gallery: Tensor) -> float:
+    """1, or the power of two that brings the largest entry of both sets into ``[0.5, 1)`` when it is out of range."""
+    largest = max(_max_abs(queries), 0.0 if gallery is queries else _max_abs(gallery))
+    return _power_of_two_at(largest) if _out_of_range(largest) else 1.0
+
+
+def _scaled(x: Tensor, factors: Tensor | float, chunk: int = 8192) -> Tensor:
+    """``x * factors`` (powers of two, per row or one) computed in float64 so that neither factor nor result
+    leaves the range on the way: exact. Chunked, one output copy."""
+    out = torch.empty_like(x)
+    for start in range(0, len(x), chunk):
+        rows = slice(start, start + chunk)
+        part_factors = factors[rows] if isinstance(factors, Tensor) else factors
+        out[rows] = (x[rows].double() * part_factors).to(x.dtype)
+    return out
+
+
+def _normalize(x: Tensor, chunk: int = 8192) -> Tensor:
+    """Rows divided by their L2 norms, as ``torch.nn.functional.normalize`` (zero rows stay zero); a row whose norm
+    overflows or underflows float32 is first scaled by a power of two."""
+    out = torch.empty_like(x)
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk]
+        norms = torch.linalg.vector_norm(part, dim=1, keepdim=True)
+        unsafe = ~torch.isfinite(norms) | (norms < _SAFE_MIN)  # zero rows too: rare, and harmless to rescale
+        if bool(unsafe.any()):
+            largest = part.abs().amax(dim=1, keepdim=True) if part.shape[1] else norms
+            exponents = torch.frexp(largest.double()).exponent.double()
+            part = _scaled(part, torch.where(unsafe & (largest > 0), torch.exp2(-exponents), 1.0))
+            norms = torch.linalg.vector_norm(part, dim=1, keepdim=True)
+        torch.div(part, norms.clamp_min(1e-12), out=out[start : start + chunk])
+    return out
 
 
 def _squared_norms(x: Tensor, chunk: int = 8192) -> Tensor:
@@ -205,4 +273,5 @@ def iter_score_blocks(
         for j, cols in enumerate(col_slices):
             if symmetric and j < i:
                 continue
-            yield ScoreBlock(rows, cols, scorer.scores(rows, prepared, cols), mirrored=symmetric and j > i)
+            scores = scorer.scores(rows, prepared, cols)
+            yield ScoreBlock(rows, cols, scores, mirrored=symmetric and j > i, scale=scorer.scale)

@@ -1,4 +1,7 @@
-"""PML 2.9's AccuracyCalculator as the oracle of precision@1, R-precision, MAP@R and MRR (tie-free random data)."""
+"""PML 2.9's AccuracyCalculator as the oracle of precision@1, R-precision, MAP@R and MRR (tie-free random data).
+
+PML's ``k=None`` retrieves the full ranking: every metric at its definition, MRR included.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def test_leave_one_out_matches_pml(metric: str, seed: int) -> None:
     n = 400
     embeddings, labels = torch.randn(n, 16), torch.randint(0, 70, (n,))  # some labels once: PML's lone queries
     calculator = AccuracyCalculator(
-        include=PML_METRICS, k="max_bin_count", knn_func=CustomKNN(DISTANCES[metric]), device=torch.device("cpu")
+        include=PML_METRICS, k=None, knn_func=CustomKNN(DISTANCES[metric]), device=torch.device("cpu")
     )
     expected = calculator.get_accuracy(embeddings, labels)
     everything = torch.ones(n, dtype=torch.bool)
@@ -58,7 +61,7 @@ def test_separate_reference_matches_pml(metric: str) -> None:
     embeddings, labels = torch.randn(500, 16), torch.randint(0, 60, (500,))
     queries = torch.arange(500) < 180
     calculator = AccuracyCalculator(
-        include=PML_METRICS, k="max_bin_count", knn_func=CustomKNN(DISTANCES[metric]), device=torch.device("cpu")
+        include=PML_METRICS, k=None, knn_func=CustomKNN(DISTANCES[metric]), device=torch.device("cpu")
     )
     expected = calculator.get_accuracy(
         embeddings[queries], labels[queries], embeddings[~queries], labels[~queries], ref_includes_query=False
@@ -66,3 +69,61 @@ def test_separate_reference_matches_pml(metric: str) -> None:
     got = ours(embeddings, labels, queries, ~queries, metric)
     for name in PML_METRICS:
         assert got[f"OVERALL/{name}"] == pytest.approx(expected[name], abs=1e-6), name
+
+
+def pml_mrr(embeddings: torch.Tensor, labels: torch.Tensor, k: int | None, queries: torch.Tensor | None) -> float:
+    # PML 2.9 computes no kNN for "mean_reciprocal_rank" alone (its requires_knn() omits it): ask for P@1 too
+    calculator = AccuracyCalculator(
+        include=("precision_at_1", "mean_reciprocal_rank"),
+        k=k,
+        knn_func=CustomKNN(DISTANCES["l2"]),
+        device=torch.device("cpu"),
+    )
+    if queries is None:
+        return float(calculator.get_accuracy(embeddings, labels)["mean_reciprocal_rank"])
+    return float(
+        calculator.get_accuracy(
+            embeddings[queries], labels[queries], embeddings[~queries], labels[~queries], ref_includes_query=False
+        )["mean_reciprocal_rank"]
+    )
+
+
+@pytest.mark.parametrize("leave_one_out", [True, False])
+def test_mrr_alone_is_over_the_full_ranking_whatever_the_other_cutoffs(leave_one_out: bool) -> None:
+    torch.manual_seed(3)
+    n = 300
+    embeddings, labels = torch.randn(n, 8), torch.randint(0, 40, (n,))
+    queries = None if leave_one_out else torch.arange(n) < 100
+    expected = pml_mrr(embeddings, labels, None, queries)
+    is_query = torch.ones(n, dtype=torch.bool) if queries is None else queries
+    is_gallery = torch.ones(n, dtype=torch.bool) if queries is None else ~queries
+    batch = {"embeddings": embeddings, "labels": labels, "is_query": is_query, "is_gallery": is_gallery}
+    for cmc in ((1,), (5,), (39,), ()):
+        for pml in (("mean_reciprocal_rank",), PML_METRICS):
+            metrics = EmbeddingMetrics(
+                cmc_top_k=cmc, precision_top_k=(), map_top_k=(), pcf_variance=(), pml_metrics=pml
+            )
+            metrics.update(batch)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                got = metrics.compute()
+            assert got["OVERALL/mean_reciprocal_rank"] == pytest.approx(expected, abs=1e-6), (cmc, pml)
+
+
+@pytest.mark.parametrize("mrr_top_k", [1, 3, 10])
+def test_mrr_cutoff_is_pml_at_that_k_and_named_in_the_key(mrr_top_k: int) -> None:
+    torch.manual_seed(4)
+    n = 300
+    embeddings, labels = torch.randn(n, 8), torch.randint(0, 40, (n,))
+    expected = pml_mrr(embeddings, labels, mrr_top_k, None)
+    everything = torch.ones(n, dtype=torch.bool)
+    for cmc in ((1,), (20,)):
+        metrics = EmbeddingMetrics(
+            cmc_top_k=cmc, pcf_variance=(), pml_metrics=("mean_reciprocal_rank",), mrr_top_k=mrr_top_k
+        )
+        metrics.update({"embeddings": embeddings, "labels": labels, "is_query": everything, "is_gallery": everything})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            got = metrics.compute()
+        assert "OVERALL/mean_reciprocal_rank" not in got
+        assert got[f"OVERALL/mean_reciprocal_rank/{mrr_top_k}"] == pytest.approx(expected, abs=1e-6), cmc

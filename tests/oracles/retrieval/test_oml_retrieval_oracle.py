@@ -121,6 +121,40 @@ def test_embedding_metrics_equal_oml(seed: int, leave_one_out: bool, n_sequences
     assert math.isnan(expected["OVERALL/precision/5"])  # the lone queries: OML's precision is 0 / 0
 
 
+def test_queries_with_nothing_to_retrieve_equal_oml_and_the_warning_says_so() -> None:
+    """The gallery is one sequence: its own queries have nothing to retrieve (an empty row), the others do."""
+    rng = np.random.default_rng(6)
+    n = 40
+    sequences = np.arange(n)
+    sequences[:6] = 0
+    case = {
+        "embeddings": torch.from_numpy(rng.standard_normal((n, 8)).astype(np.float32)),
+        "labels": np.array([0, 0, 0, 1, 1, 1, *rng.integers(0, 4, n - 6)]),
+        "is_query": np.ones(n, dtype=bool),
+        "is_gallery": np.arange(n) < 6,
+        "categories": np.array(["shoes", "bags"])[rng.integers(0, 2, n)],
+        "sequences": sequences,
+    }
+    kwargs = {"cmc_top_k": (1, 5), "precision_top_k": (5,), "map_top_k": (5,), "pcf_variance": ()}
+    expected = oml_metrics(case, kwargs)
+    got = our_metrics(case, kwargs)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+    metrics = EmbeddingMetrics(**kwargs)
+    metrics.update(
+        {
+            "embeddings": case["embeddings"],
+            "labels": torch.from_numpy(case["labels"]),
+            "is_query": torch.from_numpy(case["is_query"]),
+            "is_gallery": torch.from_numpy(case["is_gallery"]),
+            "sequences": torch.from_numpy(case["sequences"]),
+        }
+    )
+    with pytest.warns(RuntimeWarning, match=r"except 6 with nothing to retrieve: CMC, precision and mAP 1"):
+        metrics.compute()
+    assert metrics.summary["n_queries_with_empty_gallery"] == 6
+
+
 def test_retrieval_results_equal_oml() -> None:
     case = make_case(3, 250, False, 80)
     n = len(case["labels"])
@@ -178,7 +212,7 @@ def test_pml_metrics_equal_pml_with_its_default_faiss_knn() -> None:
 
     torch.manual_seed(5)
     embeddings, labels = torch.randn(600, 32), torch.randint(0, 100, (600,))
-    calculator = AccuracyCalculator(include=PML_METRICS, k="max_bin_count", device=torch.device("cpu"))
+    calculator = AccuracyCalculator(include=PML_METRICS, device=torch.device("cpu"))  # k=None: the full ranking
     expected = calculator.get_accuracy(embeddings, labels)
     metrics = EmbeddingMetrics(
         cmc_top_k=(1,), precision_top_k=(), map_top_k=(), pcf_variance=(), pml_metrics=PML_METRICS
