@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from omlcore.datasets.pixels import to_rgb
 from omlcore.retrieval.results import RetrievalResults
 from omlcore.retrieval.validation import RetrievalInputError
 
@@ -167,12 +168,13 @@ def _positive(name: str, value: int) -> int:
 
 
 def read_from(source: ImageSource, item: int) -> Image.Image:
-    """Item ``item`` of an :data:`ImageSource` as an RGB image."""
+    """Item ``item`` of an :data:`ImageSource` as an 8-bit RGB image (16-bit, float and transparent images by
+    :func:`~omlcore.datasets.pixels.to_rgb`, as the datasets read them)."""
     if isinstance(source, SupportsReadImage):
         image = source.read_image(item)
     elif isinstance(source, (Sequence, np.ndarray)) and not isinstance(source, str):
         with Image.open(source[item]) as opened:
-            image = opened.convert("RGB")
+            image = to_rgb(opened)
     elif callable(source):
         image = source(item)
     else:
@@ -180,7 +182,7 @@ def read_from(source: ImageSource, item: int) -> Image.Image:
             "images must be a dataset with read_image(idx), a sequence of file paths or a callable idx -> image; "
             f"got {type(source).__name__}"
         )
-    return image.convert("RGB")
+    return to_rgb(image)
 
 
 @dataclass(frozen=True)

@@ -259,3 +259,16 @@ def test_drawing_html_imports_no_matplotlib(python_runner: Callable[..., Any]) -
     result = python_runner(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == "False"
+
+
+def test_grid_images_are_read_by_the_datasets_pixel_rule(tmp_path: Path) -> None:
+    """A 16-bit grayscale file is scaled to 8 bits (not clipped at 255), as the datasets read it."""
+    from omlcore.datasets.pixels import to_rgb
+    from omlcore.visualization.grid import read_from
+
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.array([[0, 25_500, 51_000]], dtype=np.uint16)).save(path)
+    with Image.open(path) as opened:
+        expected = np.asarray(to_rgb(opened))
+    got = np.asarray(read_from([str(path)], 0))
+    assert np.array_equal(got, expected) and len(np.unique(got[..., 0])) == 3 and got.max() < 255
