@@ -155,10 +155,17 @@ class CategoryBalanceSampler(CategoryBatchSampler):
             raise TypeError(f"{name}: weight_categories must be a bool or a mapping category -> weight")
         missing = [c for c in self.categories.unique if c not in weight_categories]
         if missing:
-            raise ValueError(f"{name}: weight_categories has no weight for categories {missing[:5]}")
+            raise ValueError(
+                f"{name}: weight_categories has no weight for {len(missing)} categor(ies), e.g. {missing[:5]}; "
+                "give every category a weight"
+            )
         weights = np.array([float(weight_categories[c]) for c in self.categories.unique])
-        if (weights < 0).any() or not np.isfinite(weights).all():
-            raise ValueError(f"{name}: category weights must be finite and non-negative, got {weights.tolist()}")
+        bad = np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))
+        if len(bad):
+            examples = ", ".join(f"{self.categories.unique[c]!r}: {weights[c]:g}" for c in bad[:3])
+            raise ValueError(
+                f"{name}: category weights must be finite and non-negative, but {len(bad)} are not, e.g. {examples}"
+            )
         if (weights > 0).sum() < self.n_categories:
             raise ValueError(
                 f"{name}: only {(weights > 0).sum()} categories have a positive weight, fewer than "
