@@ -13,6 +13,7 @@ from omlcore.registry import Registrar
 
 __all__ = [
     "OPTIMIZERS",
+    "POSTPROCESSORS",
     "SCHEDULERS",
     "register_extractors",
     "register_knn_backends",
@@ -20,6 +21,7 @@ __all__ = [
     "register_metrics",
     "register_miners",
     "register_optimizers",
+    "register_postprocessors",
     "register_samplers",
     "register_schedulers",
     "register_transforms",
@@ -163,6 +165,26 @@ def register_metrics(registry: Registrar) -> None:
 @hookimpl
 def register_knn_backends(registry: Registrar) -> None:
     registry.register("exact", "omlcore.retrieval:ExactKNN", summary="exact chunked top-k (l2, cosine; CPU and CUDA)")
+
+
+_POST = "omlcore.postprocessing"
+#: name -> (module:class under omlcore.postprocessing, summary)
+POSTPROCESSORS: dict[str, tuple[str, str]] = {
+    "aqe": ("query_expansion:AverageQueryExpansion", "average query expansion over the top n (Chum et al. 2007)"),
+    "alpha_qe": ("query_expansion:AlphaQueryExpansion", "alpha-weighted query expansion (Radenovic et al. 2018)"),
+    "dba": ("query_expansion:DatabaseAugmentation", "database-side augmentation (Arandjelovic & Zisserman 2012)"),
+    "k_reciprocal": ("k_reciprocal:KReciprocalReranker", "k-reciprocal re-ranking (Zhong et al. 2017), sparse"),
+    "csls": ("normalization:CSLS", "hubness reduction by cross-domain similarity local scaling (Lample 2018)"),
+    "constant_threshold": ("thresholds:ConstantThresholding", "drop neighbours farther than a distance (OML)"),
+    "adaptive_threshold": ("thresholds:AdaptiveThresholding", "cut each row at its largest distance gap (OML)"),
+    "pairwise_reranker": ("pairwise:PairwiseReranker", "re-score the top n with a trained pairwise model (OML)"),
+}
+
+
+@hookimpl
+def register_postprocessors(registry: Registrar) -> None:
+    for name, (target, summary) in POSTPROCESSORS.items():
+        registry.register(name, f"{_POST}.{target}", summary=summary)
 
 
 #: name -> (class in torch.optim, summary)

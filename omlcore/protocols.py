@@ -34,6 +34,7 @@ __all__ = [
     "MetricAccumulator",
     "Miner",
     "Pairs",
+    "Postprocessor",
     "Reduction",
     "Runner",
     "Sampler",
@@ -359,6 +360,26 @@ class KNNBackend(Protocol):
     def search(
         self, queries: Tensor, gallery: Tensor, k: int, exclude: Sequence[tuple[Tensor, Tensor]] | None = None
     ) -> tuple[Tensor, Tensor]: ...
+
+
+@runtime_checkable
+class Postprocessor(Protocol):
+    """A step between the kNN results and their consumers (metrics, predictions): ``process(results, context)``.
+
+    Args:
+        results: an :class:`omlcore.retrieval.RetrievalResults` (the top-k of every query).
+        context: an :class:`omlcore.postprocessing.RetrievalContext`: the query / gallery embeddings, labels and
+            exclusions (``context.split``), the distance and kNN backend (to search again, e.g. with expanded
+            queries), and the dataset(s) of the items for learned postprocessors.
+
+    Returns:
+        ``RetrievalResults`` of the same queries in the same order, rows sorted ascending by distance, padded with
+        ``(inf, -1)`` (a threshold may shorten rows, never drop queries). Metrics, labels and ids are carried over
+        (``dataclasses.replace(results, distances=..., retrieved_ids=...)``). Chains:
+        :class:`omlcore.postprocessing.PostprocessorChain`, which checks each step's output.
+    """
+
+    def process(self, results: Any, context: Any) -> Any: ...
 
 
 @dataclass

@@ -48,6 +48,7 @@ def registry() -> Registry:
 
 def test_hookimpls_match_the_hookspecs(hookimpl_counts: Callable[[object, str], dict[str, int]]) -> None:
     kinds = ("samplers", "miners", "losses", "metrics", "extractors", "knn_backends", "transforms", "optimizers")
+    kinds = (*kinds, "postprocessors")
     expected = {f"register_{kind}": 1 for kind in (*kinds, "schedulers")}
     assert hookimpl_counts(builtin_plugin, "omlcore") == expected  # no runner: the runners come with the adapters
 
