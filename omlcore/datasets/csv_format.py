@@ -8,8 +8,9 @@ One row per image. Required columns:
 - ``is_query``, ``is_gallery`` (booleans): the role of a validation row (a row may be both); empty or
   False on train rows.
 
-Optional: ``category`` (each label belongs to exactly one category), ``sequence`` (items of one sequence,
-e.g. frames of one video, are never retrieved for each other) and a bounding box ``x_1, x_2, y_1, y_2``
+Optional: ``category`` (normally one per label; a label in several categories is accepted with a warning, as
+OML does, and per-category metrics then count each query under its own row's category), ``sequence`` (items of
+one sequence, e.g. frames of one video, are never retrieved for each other) and a bounding box ``x_1, x_2, y_1, y_2``
 in pixels (``x_1 < x_2``, ``y_1 < y_2``; all four empty means the whole image). The crop rounds the edges to
 whole pixels (halves to even), so a bbox must still be at least one pixel wide and high once rounded.
 
@@ -38,6 +39,7 @@ import math
 import numbers
 import os
 import re
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -92,6 +94,9 @@ _SIGNATURES = (
 )
 # Substrings of a path that os.path.normpath may change (elsewhere it leaves the path as it is).
 _UNNORMAL_PATH_PARTS = ("/", "\\.", "\\\\") if os.name == "nt" else ("/.", "//")
+#: How many labels, how many categories of each, and how many characters of a category name the message about
+#: labels in several categories shows (it stays a few hundred characters long for any dataset).
+_SHOWN_LABELS, _SHOWN_CATEGORIES, _SHOWN_CHARS = 3, 2, 20
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: Beyond this magnitude a float64 no longer holds every integer.
@@ -141,12 +146,15 @@ class _Report:
         more = f", and {len(positions) - MAX_REPORTED_ROWS} more" if len(positions) > MAX_REPORTED_ROWS else ""
         return f"{'row' if len(positions) == 1 else 'rows'} {', '.join(shown)}{more}"
 
+    @property
+    def what(self) -> str:
+        return f"Dataset CSV '{self.source}'" if self.source is not None else "The dataframe"
+
     def raise_if_any(self) -> None:
         if not self.problems:
             return
-        what = f"Dataset CSV '{self.source}'" if self.source is not None else "The dataframe"
         count = len(self.problems)
-        header = f"{what} violates the dataset format ({count} problem{'s' if count > 1 else ''}):"
+        header = f"{self.what} violates the dataset format ({count} problem{'s' if count > 1 else ''}):"
         raise DataValidationError("\n- ".join([header, *self.problems]))
 
 
@@ -424,30 +432,42 @@ def _check_lone_queries(
         )
 
 
-def _check_categories(category: pd.Series, empty: pd.Series, labels: pd.Series | None, report: _Report) -> None:
-    """Report rows without a category (``empty``) and labels that appear in several categories."""
+def _mixed_categories(labels: np.ndarray | pd.Series, categories: np.ndarray | pd.Series) -> str | None:
+    """``"2 label(s) appear in more than one category (label 0: 'bags', 'shoes'; label 3: 'caps', 'hats')"``.
+
+    Items are given by their ``labels`` and (non-missing) ``categories``, compared as text; the message shows a
+    count and the first few labels, so it stays short for any number of them. None when each label has one category.
+    """
+    pairs = pd.DataFrame({"label": np.asarray(labels), "category": np.asarray(categories).astype(str)})
+    pairs = pairs.drop_duplicates().sort_values(["label", "category"])
+    counts = pairs.groupby("label", sort=False).size()
+    mixed = counts.index[counts.to_numpy() > 1]
+    if not len(mixed):
+        return None
+
+    def clip(text: str) -> str:
+        return text if len(text) <= _SHOWN_CHARS else f"{text[: _SHOWN_CHARS - 3]}..."
+
+    def listing(label: Any) -> str:
+        names = pairs.loc[pairs["label"] == label, "category"].tolist()
+        more = f" and {len(names) - _SHOWN_CATEGORIES} more" if len(names) > _SHOWN_CATEGORIES else ""
+        return f"label {_show(label)}: {', '.join(clip(_show(name)) for name in names[:_SHOWN_CATEGORIES])}{more}"
+
+    more = f"; and {len(mixed) - _SHOWN_LABELS} more" if len(mixed) > _SHOWN_LABELS else ""
+    shown = "; ".join(listing(label) for label in mixed[:_SHOWN_LABELS])
+    return f"{len(mixed)} label(s) appear in more than one category ({shown}{more})"
+
+
+def _check_categories(category: pd.Series, empty: pd.Series, labels: pd.Series | None, report: _Report) -> str | None:
+    """Report rows without a category (``empty``); return :func:`_mixed_categories` of the other rows."""
     if empty.any():
         report.add(
             f"Column '{CATEGORY_COLUMN}': {int(empty.sum())} row(s) have no category ({report.rows(empty)}). "
             "Fix: give every row a category, or remove the column."
         )
     if labels is None:
-        return
-    named = pd.DataFrame({"label": labels[~empty], "category": category[~empty].astype(str)})
-    counts = named.groupby("label")["category"].nunique()
-    mixed = counts.index[counts > 1]
-    if len(mixed):
-        affected = labels.isin(mixed) & ~empty
-        per_label = named[named["label"].isin(mixed[:MAX_REPORTED_ROWS])].groupby("label")["category"].unique()
-        listing = "; ".join(
-            f"label {int(label)}: {', '.join(map(repr, sorted(names)))}" for label, names in per_label.items()
-        )
-        report.add(
-            f"Column '{CATEGORY_COLUMN}': {len(mixed)} label(s) appear in more than one category ({listing}), in "
-            f"{report.rows(affected, _values(category))}. A label is one identity and belongs to exactly one "
-            "category. Fix: correct the category of these rows, or give the items of different categories "
-            "different labels."
-        )
+        return None
+    return _mixed_categories(labels[~empty], category[~empty])
 
 
 def _bbox_text(numeric: pd.DataFrame, raw: pd.DataFrame, position: int) -> str:
@@ -686,6 +706,9 @@ def validate_dataframe(
     Raises:
         DataValidationError: listing every violation, each with its column, the first offending rows
             (up to :data:`MAX_REPORTED_ROWS`) with their values, and the fix.
+
+    Warns:
+        UserWarning: when labels appear in several categories (accepted, as in OML), with a count and the first few.
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"validate_dataframe expects a pandas DataFrame, got {type(df).__name__}")
@@ -721,10 +744,11 @@ def validate_dataframe(
         if labels is not None and query is not None and gallery is not None and not allow_lone_queries:
             _check_lone_queries(labels, query, gallery, is_validation, report)
 
+    mixed_categories = None
     if CATEGORY_COLUMN in df.columns:
         no_category = _blank(df[CATEGORY_COLUMN])
         out[CATEGORY_COLUMN] = df[CATEGORY_COLUMN].where(~no_category)
-        _check_categories(df[CATEGORY_COLUMN], no_category, labels, report)
+        mixed_categories = _check_categories(df[CATEGORY_COLUMN], no_category, labels, report)
     if SEQUENCE_COLUMN in df.columns:
         out[SEQUENCE_COLUMN] = df[SEQUENCE_COLUMN].where(~_blank(df[SEQUENCE_COLUMN]))
     valid_bbox = _check_bboxes(df, out, report)
@@ -736,6 +760,13 @@ def validate_dataframe(
             out, empty_path, check_images, _root_description(root, dataset_root is not None), valid_bbox, report
         )
     report.raise_if_any()
+    if mixed_categories is not None:
+        warnings.warn(
+            f"{report.what}, column '{CATEGORY_COLUMN}': {mixed_categories}. Accepted, as in OML: per-category "
+            "metrics count a query under its own row's category; category-balanced samplers refuse such labels.",
+            UserWarning,
+            stacklevel=2,
+        )
     return out
 
 

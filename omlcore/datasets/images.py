@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from omlcore.config import resolve
-from omlcore.datasets.csv_format import CheckImages, read_dataset_csv, validate_dataframe
+from omlcore.datasets.csv_format import CheckImages, _mixed_categories, read_dataset_csv, validate_dataframe
 from omlcore.datasets.pixels import to_rgb
 from omlcore.errors import DataValidationError
 from omlcore.keys import (
@@ -122,7 +122,11 @@ class ImageBaseDataset(Dataset[dict[str, Any]]):
                 )
         if check_images != "none":  # files of the selected rows only; the column checks above covered every row
             validate_dataframe(
-                table, dataset_root, check_images=check_images, allow_lone_queries=True, source=self.source
+                table.drop(columns=CATEGORY_COLUMN, errors="ignore"),  # its warning, if any, was given above
+                dataset_root,
+                check_images=check_images,
+                allow_lone_queries=True,
+                source=self.source,
             )
         self.df = table
         self.split = split
@@ -155,6 +159,29 @@ class ImageBaseDataset(Dataset[dict[str, Any]]):
     def get_labels(self) -> np.ndarray:
         """The int64 label of every item, in item order."""
         return self.labels
+
+    def get_label2category(self, user: str = "label2category") -> dict[int, str]:
+        """The category of every label of these items (OML's ``get_label2category``), for category-balanced samplers.
+
+        Args:
+            user: who needs the mapping (e.g. the sampler's name), named in the errors.
+
+        Raises:
+            DataValidationError: the data has no ``category`` column, or a label has items in several categories
+                (accepted by the data format, but then a label has no single category).
+        """
+        if self.categories is None:
+            raise DataValidationError(
+                f"{self._what()} has no '{CATEGORY_COLUMN}' column, which {user} needs. Fix: give every row a "
+                "category, or use a sampler without categories (e.g. 'balance')."
+            )
+        mixed = _mixed_categories(self.labels, self.categories)
+        if mixed is not None:
+            raise DataValidationError(
+                f"{user} needs one category per label, but {mixed}. Fix: correct their categories, give each "
+                "category's items their own labels, or use a sampler without categories ('balance')."
+            )
+        return dict(zip(self.labels.tolist(), self.categories.tolist(), strict=True))
 
     def read_image(self, idx: int) -> Image.Image:
         """Item ``idx`` as an 8-bit RGB PIL image, cropped to its bbox when it has one.

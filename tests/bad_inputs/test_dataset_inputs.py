@@ -436,7 +436,7 @@ def test_category_empty_and_label_in_two_categories(tmp_path: Path) -> None:
         csv_file(tmp_path, [f"{ROWS[0]},shoes", f"{ROWS[1]},", f"{ROWS[2]},bags", f"{ROWS[3]},hats"], header=header)
     )
     assert "Column 'category': 1 row(s) have no category (row 1 (line 3)). Fix:" in message
-    assert "1 label(s) appear in more than one category (label 2: 'bags', 'hats')" in message
+    assert "more than one category" not in message  # accepted (a warning), as in OML
 
 
 def test_sequence_empty_means_no_sequence(tmp_path: Path) -> None:
