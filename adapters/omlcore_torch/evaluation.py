@@ -20,7 +20,7 @@ from omlcore.keys import EMBEDDINGS, IMAGES
 from omlcore.protocols import MetricAccumulator
 from omlcore_torch.distributed import ShardSampler, all_gather_padded, eval_shard, rank_and_world_size, sync_accumulator
 
-__all__ = ["evaluate", "inference", "model_device"]
+__all__ = ["evaluate", "inference", "model_device", "progress_bar"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -28,6 +28,19 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def progress_bar(loader: DataLoader[Any], desc: str, enabled: bool) -> tqdm[Any]:
+    """A progress bar over ``len(loader)`` batches that the loop advances with ``bar.update()``.
+
+    It never touches the loader: handing the loader to tqdm would iterate it an extra time (``tqdm.auto`` calls
+    ``iter()`` in its constructor), which starts its workers and loads batches for nothing.
+    """
+    try:
+        total: int | None = len(loader)
+    except TypeError:  # an iterable-style dataset without a length
+        total = None
+    return tqdm(total=total, desc=desc, disable=not enabled)
 
 
 def _shard_loader(dataset: Dataset[Any], batch_size: int, num_workers: int) -> DataLoader[Any]:
@@ -61,8 +74,8 @@ def _run(
     was_training = module.training
     module.eval()
     try:
-        with torch.inference_mode():
-            for batch in tqdm(loader, desc=desc, disable=not progress or rank_and_world_size()[0] != 0):
+        with torch.inference_mode(), progress_bar(loader, desc, progress and rank_and_world_size()[0] == 0) as bar:
+            for batch in loader:
                 if not isinstance(batch, Mapping) or input_key not in batch:
                     found = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
                     raise KeyError(
@@ -70,6 +83,7 @@ def _run(
                         f"datasets are); got {found}. Pass input_key=... to name another key."
                     )
                 on_batch(batch, module(batch[input_key].to(target, non_blocking=True)))
+                bar.update()
     finally:
         module.train(was_training)
 

@@ -27,14 +27,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from omlcore.keys import IMAGES, LABELS
 from omlcore.protocols import Loss, MetricAccumulator
 from omlcore_torch.callbacks import Callback, FitState, run_callbacks
 from omlcore_torch.checks import check_loss, check_optimizer_covers
 from omlcore_torch.distributed import rank_and_world_size, shard_train_loader
-from omlcore_torch.evaluation import evaluate, model_device
+from omlcore_torch.evaluation import evaluate, model_device, progress_bar
 
 __all__ = ["CHECKPOINT_NAME", "fit", "load_checkpoint", "rng_state", "set_rng_state"]
 
@@ -217,25 +216,26 @@ def fit(
         _set_epoch(train_loader, epoch)
         trainable.train()
         total, steps, logs = 0.0, 0, dict[str, float]()
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0)
-        for batch in bar:
-            images = batch[input_key].to(target, non_blocking=True)
-            labels = batch[labels_key].to(target, non_blocking=True)
-            value = step_module(images, labels, autocast)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(value).backward()
-            if grad_clip_norm is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(parameters, grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None and scheduler_interval == "step":
-                scheduler.step()
-            total, steps = total + float(value.detach()), steps + 1
-            for name, stat in getattr(loss, "last_logs", {}).items():
-                logs[name] = logs.get(name, 0.0) + float(stat)
-            if not bar.disable:
-                bar.set_postfix({"loss": total / steps, **last_metrics}, refresh=False)
+        with progress_bar(train_loader, f"epoch {epoch + 1}/{epochs}", progress and rank == 0) as bar:
+            for batch in train_loader:
+                images = batch[input_key].to(target, non_blocking=True)
+                labels = batch[labels_key].to(target, non_blocking=True)
+                value = step_module(images, labels, autocast)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(value).backward()
+                if grad_clip_norm is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(parameters, grad_clip_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                if scheduler is not None and scheduler_interval == "step":
+                    scheduler.step()
+                total, steps = total + float(value.detach()), steps + 1
+                for name, stat in getattr(loss, "last_logs", {}).items():
+                    logs[name] = logs.get(name, 0.0) + float(stat)
+                if not bar.disable:
+                    bar.set_postfix({"loss": total / steps, **last_metrics}, refresh=False)
+                bar.update()
         if world_size > 1:  # DDP keeps the parameters equal, but each rank's last forward updated its own buffers
             for buffer in trainable.buffers():  # (BatchNorm statistics): rank 0's, as DDP itself before each forward
                 dist.broadcast(buffer, src=0)

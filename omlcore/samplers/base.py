@@ -52,10 +52,11 @@ class EpochBatchSampler(ABC):
     Subclasses implement :attr:`batch_size`, :meth:`num_batches` (batches of the whole epoch, all ranks
     together) and :meth:`_epoch_batches` (an ``(num_batches, batch_size)`` int64 array of dataset indices).
 
-    Epochs: ``set_epoch(e)`` makes the next iteration epoch ``e``; every iteration then advances the epoch by
-    one, so a loop that never calls ``set_epoch`` still sees a new shuffle each epoch (as with OML's samplers)
-    and a loop that does (Lightning, ``DistributedSampler`` style) gets exactly the epoch it asks for.
-    Iterating twice after ``set_epoch(e)`` gives the same batches for the same seed, rank and world size.
+    Epochs: iterating produces epoch :attr:`epoch` (0 at first), the same batches for the same seed, rank and
+    world size however often it is iterated; only ``set_epoch(e)`` moves to another epoch (``DistributedSampler``
+    style). Call it before every epoch, as :func:`omlcore_torch.fit` and omlcore's Lightning module do: a
+    ``DataLoader`` may iterate its batch sampler more than once per pass (it does with workers), so an epoch that
+    advanced on iteration would depend on the loader.
 
     Args:
         seed: seed of the epoch generator; must be the same on every rank.
@@ -95,11 +96,11 @@ class EpochBatchSampler(ABC):
 
     @property
     def epoch(self) -> int:
-        """The epoch the next iteration produces."""
+        """The epoch that iterating produces (set by :meth:`set_epoch`)."""
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration produce epoch ``epoch`` (call it with the same value on every rank)."""
+        """Make iterating produce epoch ``epoch`` (call it with the same value on every rank)."""
         self._epoch = _check_int(type(self).__name__, "epoch", epoch, 0)
 
     @property
@@ -131,7 +132,6 @@ class EpochBatchSampler(ABC):
     def __iter__(self) -> Iterator[list[int]]:
         rank, world_size, per_rank = self._share()
         rng = np.random.default_rng([self.seed, self._epoch])
-        self._epoch += 1
         batches = self._epoch_batches(rng)
         return iter(batches[rank : per_rank * world_size : world_size].tolist())
 

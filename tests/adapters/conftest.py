@@ -1,5 +1,5 @@
-"""A tiny generated image dataset in OML's CSV format, shared by the adapter tests (and their subprocess scripts), and
-one torch thread per test process.
+"""A tiny generated image dataset in OML's CSV format, shared by the adapter tests (and their subprocess scripts), a
+dataset that counts its loads and its loaders' worker starts, and one torch thread per test process.
 
 Tiny models gain nothing from a second thread, and on a busy machine OpenMP threads that wait for a busy core make
 each step tens of times slower; subprocesses get ``OMP_NUM_THREADS=1`` (:data:`ONE_THREAD`) for the same reason.
@@ -7,6 +7,7 @@ each step tens of times slower; subprocesses get ``OMP_NUM_THREADS=1`` (:data:`O
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import Dataset, get_worker_info
 
 #: 32 px images to 32 px tensors (normalised): what SmallCNN trains on in a blink.
 TRANSFORM: dict[str, Any] = {"name": "resize_normalize", "args": {"size": 32}}
@@ -63,6 +65,67 @@ def make_toy_images(root: Path, seed: int = 0) -> pd.DataFrame:
     return df
 
 
+class CountingDataset(Dataset[dict[str, Any]]):
+    """``n_labels`` labels of ``per_label`` items that count their loads (``__getitem__`` calls) and the loader
+    worker processes that loaded any (a worker starts, then loads its share of the prefetched batches at once).
+
+    An item's ``images`` is ``[idx, 4 features]``: :class:`IndexRecorder` reads the index back from a batch.
+    Items are queries and gallery items, for :func:`~omlcore_torch.evaluate`.
+    """
+
+    def __init__(self, n_labels: int = 8, per_label: int = 4) -> None:
+        self.labels = [i // per_label for i in range(n_labels * per_label)]
+        self.loaded = multiprocessing.Value("i", 0)
+        self.workers = multiprocessing.Value("i", 0)
+        self.in_worker = False  # set in a worker's own copy of the dataset once it has been counted
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        with self.loaded.get_lock():
+            self.loaded.value += 1
+        if get_worker_info() is not None and not self.in_worker:
+            self.in_worker = True
+            with self.workers.get_lock():
+                self.workers.value += 1
+        features = torch.randn(4, generator=torch.Generator().manual_seed(idx)) + self.labels[idx]
+        images = torch.cat([torch.tensor([float(idx)]), features])
+        return {"images": images, "labels": self.labels[idx], "is_query": True, "is_gallery": True}
+
+    def get_labels(self) -> list[int]:
+        return self.labels
+
+    def take_counts(self) -> tuple[int, int]:
+        """``(items loaded, workers that loaded)`` since the last call."""
+        counts = self.loaded.value, self.workers.value
+        self.loaded.value = self.workers.value = 0
+        return counts
+
+
+class IndexRecorder(torch.nn.Module):
+    """A linear extractor over :class:`CountingDataset`'s features that records the dataset indices of each batch
+    it embeds in training mode (``batches``)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.linear = torch.nn.Linear(4, 8)
+        self.batches: list[list[int]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.batches.append(images[:, 0].long().tolist())
+        out: torch.Tensor = self.linear(images[:, 1:])
+        return out
+
+
+@pytest.fixture
+def counting_dataset() -> CountingDataset:
+    """32 items of 8 labels that count their loads and worker starts (:class:`CountingDataset`)."""
+    return CountingDataset()
+
+
 @pytest.fixture(scope="session")
 def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder of the generated dataset (images and ``df.csv``), made once per session."""
@@ -108,3 +171,9 @@ def plugin_entries(python_json: Any) -> Any:
         return python_json(_PLUGIN_ENTRIES_SCRIPT.format(module=module, name=name, build=build, extra=extra), hidden)
 
     return run
+
+
+@pytest.fixture
+def make_recorder() -> type[IndexRecorder]:
+    """:class:`IndexRecorder`, to build one per run."""
+    return IndexRecorder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -29,6 +30,13 @@ def composition(batch: list[int], labels: np.ndarray, label2category: dict[int, 
     return per_category
 
 
+def epochs_of(sampler: CategoryBalanceSampler, epochs: int) -> Iterator[list[int]]:
+    """The batches of epochs ``0 .. epochs - 1`` (``set_epoch`` before each, as a training loop calls it)."""
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        yield from sampler
+
+
 def test_category_balance_batches() -> None:
     labels, l2c = dataset({"a": 5, "b": 4, "c": 6})
     sampler = CategoryBalanceSampler(labels, l2c, n_categories=2, n_labels=3, n_instances=2)
@@ -48,16 +56,15 @@ def test_category_weights() -> None:
     epochs = 150
     counts: Counter[str] = Counter()
     sampler = CategoryBalanceSampler(labels, l2c, 1, 2, 2, weight_categories=True)
-    for _ in range(epochs):
-        for batch in sampler:
-            counts.update(composition(batch, labels, l2c).keys())
+    for batch in epochs_of(sampler, epochs):
+        counts.update(composition(batch, labels, l2c).keys())
     total = sum(counts.values())
     assert counts["c"] / total == pytest.approx(0.6, abs=0.05)  # proportional to labels per category
     uniform = CategoryBalanceSampler(labels, l2c, 1, 2, 2, weight_categories=False)
-    seen = Counter(c for _ in range(epochs) for b in uniform for c in composition(b, labels, l2c))
+    seen = Counter(c for b in epochs_of(uniform, epochs) for c in composition(b, labels, l2c))
     assert seen["c"] / sum(seen.values()) == pytest.approx(1 / 3, abs=0.05)
     given = CategoryBalanceSampler(labels, l2c, 2, 2, 2, weight_categories={"a": 0.0, "b": 1.0, "c": 3.0})
-    assert all(set(composition(b, labels, l2c)) == {"b", "c"} for _ in range(20) for b in given)
+    assert all(set(composition(b, labels, l2c)) == {"b", "c"} for b in epochs_of(given, 20))
 
 
 def test_resample_labels_repeats_labels_of_small_categories() -> None:
