@@ -88,6 +88,8 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
     sampler_args: dict[str, Any] = {}
     if accepts("sampler", config["sampler.name"], "label2category"):
         sampler_args["label2category"] = _label2category(train_set, source)
+    if accepts("sampler", config["sampler.name"], "seed") and "seed" not in (config["sampler"].get("args") or {}):
+        sampler_args["seed"] = config["seed"]  # the config's seed draws the batches unless the sampler sets its own
     sampler = build_component(
         "sampler", config["sampler"], "sampler", train_set.get_labels(), source=source, **sampler_args
     )

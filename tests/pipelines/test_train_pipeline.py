@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+from torch.utils.data import DataLoader
 
 from omlcore.cli import main
 from omlcore.config import ConfigError
@@ -74,6 +79,34 @@ def test_a_resumed_run_gets_the_metrics_of_an_uninterrupted_one(tiny_config: Pat
         assert mine.keys() == theirs.keys()
         assert mine == pytest.approx(theirs, rel=1e-5, abs=1e-6)
     assert resumed.trained == pytest.approx(whole.trained, abs=1e-6)
+
+
+def test_the_config_seed_draws_the_batches_unless_the_sampler_sets_its_own(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[list[int]] = []
+
+    class Recording(DataLoader[Any]):  # the pipeline's training loader, writing down the items of each batch
+        def __iter__(self) -> Iterator[Any]:
+            for batch in super().__iter__():
+                drawn.append(batch["idx"].tolist())
+                yield batch
+
+    monkeypatch.setattr(sys.modules["omlcore.pipelines.train"], "DataLoader", Recording)
+
+    runs = itertools.count()
+
+    def batches(*overrides: str) -> list[list[int]]:
+        drawn.clear()
+        quick = ["runner.args={epochs: 2, progress: false}", "validate_untrained=false", "visualization.n_queries=0"]
+        train(tiny_config, [*quick, f"run_name=run{next(runs)}", *overrides])
+        return list(drawn)
+
+    three = batches("seed=3")
+    assert len(three) == 6 and three[:3] != three[3:]  # 2 epochs of 3 batches, each epoch its own
+    assert batches("seed=3") == three
+    assert batches("seed=4") != three
+    assert batches("seed=4", "sampler.args.seed=3") == three  # the sampler's own seed wins
 
 
 @pytest.mark.parametrize("mode", ["max", "min"])
