@@ -166,7 +166,11 @@ def validate_config(data: Mapping[str, Any], pipeline: Pipeline, source: str | N
             # {args: {...}} alone (e.g. from an override) adjusts the default component
             default_args = option.default.get("args") or {}
             value = {**value, "name": option.default["name"], "args": {**default_args, **(value.get("args") or {})}}
-        if option.kind is not None and value is not None:
+        if option.kind is not None and isinstance(value, list) and list in option.types:  # a chain of components
+            for position, item in enumerate(value):
+                check_component(option.kind, item, f"{option.key}[{position}]", source=source)
+            value = [{"name": item["name"], "args": dict(item.get("args") or {})} for item in value]
+        elif option.kind is not None and value is not None:
             check_component(option.kind, value, option.key, source=source)
             value = {"name": value["name"], "args": dict(value.get("args") or {})}
         elif not (value is None and type(None) in option.types):

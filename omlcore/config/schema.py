@@ -118,6 +118,14 @@ OPTIONS: tuple[Option, ...] = (
         {"name": "embedding_metrics", "args": {"cmc_top_k": [1, 5], "precision_top_k": [5], "map_top_k": [5]}},
         "train, validate: the retrieval metrics",
     ),
+    Option(
+        "postprocessor",
+        (dict, list, _NONE),
+        None,
+        "validate, predict, train's validation: re-rank the neighbours (`{name: aqe, args: {n: 2}}` or a list, applied "
+        "in order); the metrics are then reported before and after (`postprocessed/OVERALL/cmc/1`)",
+        kind="postprocessor",
+    ),
     _component(
         "runner",
         "runner",

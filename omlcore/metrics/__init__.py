@@ -1,6 +1,6 @@
 """Retrieval metrics: functional (per query, OML's and PML's definitions), EmbeddingMetrics and its state."""
 
-from omlcore.metrics.embedding_metrics import PML_METRICS, EmbeddingMetrics, NoRelevantPolicy
+from omlcore.metrics.embedding_metrics import PML_METRICS, POSTPROCESSED, EmbeddingMetrics, NoRelevantPolicy
 from omlcore.metrics.fnmr import fnmr_at_fmr, fnmr_at_fmr_from_distances
 from omlcore.metrics.functional import (
     cmc_at_k,
@@ -21,6 +21,7 @@ from omlcore.metrics.state import OVERALL, EmbeddingState
 __all__ = [
     "OVERALL",
     "PML_METRICS",
+    "POSTPROCESSED",
     "EmbeddingMetrics",
     "EmbeddingState",
     "NoRelevantPolicy",

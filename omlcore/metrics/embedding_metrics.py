@@ -41,15 +41,16 @@ from omlcore.metrics.functional import (
     reduce_mean,
     worst_queries,
 )
-from omlcore.metrics.state import OVERALL, EmbeddingState
-from omlcore.protocols import KNNBackend, Reduction
+from omlcore.metrics.state import OVERALL, POSTPROCESSED, EmbeddingState
+from omlcore.postprocessing.base import RetrievalContext, build_postprocessor, check_postprocessed
+from omlcore.protocols import KNNBackend, Postprocessor, Reduction
 from omlcore.retrieval.knn import ExactKNN
 from omlcore.retrieval.ranks import first_relevant_ranks
 from omlcore.retrieval.results import QueryGallerySplit, RetrievalResults
 from omlcore.retrieval.scores import DistanceMetric
 from omlcore.retrieval.validation import RetrievalInputError
 
-__all__ = ["OVERALL", "PML_METRICS", "EmbeddingMetrics", "NoRelevantPolicy"]
+__all__ = ["OVERALL", "PML_METRICS", "POSTPROCESSED", "EmbeddingMetrics", "NoRelevantPolicy"]
 
 #: The pytorch-metric-learning metrics :class:`EmbeddingMetrics` can add (PML's own names).
 PML_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "mean_reciprocal_rank")
@@ -79,12 +80,19 @@ class EmbeddingMetrics:
         knn_backend: a :class:`~omlcore.protocols.KNNBackend`, a registered name (``"exact"``, ``"faiss.flat"``)
             or a ``{"name": ..., "args": {...}}`` config; default :class:`~omlcore.retrieval.ExactKNN`.
         return_only_overall_category: leave the per-category entries out of :meth:`compute`'s result.
+        postprocessor: a :class:`~omlcore.protocols.Postprocessor`, a registered name, a ``{"name", "args"}``
+            config or a list of them (a chain). The retrieval metrics are then reported twice: as they are, and
+            after post-processing under the prefix ``"postprocessed/"`` (``"postprocessed/OVERALL/cmc/1"``; PCF
+            and FNMR@FMR, which do not depend on rankings, only once).
+        dataset: the items' dataset, for learned postprocessors (a pairwise re-ranker reads the items); indexed by
+            the batches' ``idx``. The adapters' evaluation loops set it to the dataset they embed.
 
     Batches (:meth:`update`) carry ``embeddings`` ``(B, D)``, ``labels``, ``is_query``, ``is_gallery`` and
     optionally ``idx`` (dataset indices: merged states are put back in dataset order and repeated items dropped;
     without them items keep their arrival / rank order and nothing is deduplicated), ``categories`` (strings) and
     ``sequences`` (int ids, ``-1`` for none). After :meth:`compute`: :attr:`metrics`, :attr:`metrics_unreduced`
-    (per-query tensors), :attr:`retrieval_results`, :attr:`summary`. The batches are in :attr:`state`.
+    (per-query tensors), :attr:`retrieval_results`, :attr:`postprocessed_results` (None without a
+    postprocessor), :attr:`summary`. The batches are in :attr:`state`.
     """
 
     state_reductions: ClassVar[Mapping[str, Reduction]] = EmbeddingState.state_reductions
@@ -102,6 +110,8 @@ class EmbeddingMetrics:
         metric: DistanceMetric = "l2",
         knn_backend: KNNBackend | str | Mapping[str, Any] | None = None,
         return_only_overall_category: bool = False,
+        postprocessor: Postprocessor | str | Mapping[str, Any] | Sequence[Any] | None = None,
+        dataset: Any = None,
     ) -> None:
         for name, values in (("cmc_top_k", cmc_top_k), ("precision_top_k", precision_top_k), ("map_top_k", map_top_k)):
             if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in values):
@@ -124,6 +134,9 @@ class EmbeddingMetrics:
         self.metric: DistanceMetric = metric
         self.knn_backend = _build_backend(knn_backend, metric)
         self.return_only_overall_category = return_only_overall_category
+        self.postprocessor = build_postprocessor(postprocessor)
+        self.dataset = dataset
+        self.postprocessed_results: RetrievalResults | None = None
         self.metrics: dict[str, Any] | None = None
         self.metrics_unreduced: dict[str, Any] | None = None
         self.retrieval_results: RetrievalResults | None = None
@@ -135,7 +148,7 @@ class EmbeddingMetrics:
         return (
             f"EmbeddingMetrics(cmc_top_k={self.cmc_top_k}, precision_top_k={self.precision_top_k}, "
             f"map_top_k={self.map_top_k}, fmr_vals={self.fmr_vals}, pcf_variance={self.pcf_variance}, "
-            f"pml_metrics={self.pml_metrics}, knn_backend={self.knn_backend!r})"
+            f"pml_metrics={self.pml_metrics}, knn_backend={self.knn_backend!r}, postprocessor={self.postprocessor!r})"
         )
 
     # --- accumulation -------------------------------------------------------------------------------------------
@@ -216,10 +229,33 @@ class EmbeddingMetrics:
                 unreduced_nested[name] = subset
                 nested[name] = self._reduce(subset, self._pcf(data.embeddings[categories == code]))
         self.retrieval_results = results
+        self.postprocessed_results = None
+        if self.postprocessor is not None:
+            processed = self._postprocess(results, split)
+            per_query = self._per_query(processed, split)
+            unreduced_nested[POSTPROCESSED] = {OVERALL: per_query}
+            nested[POSTPROCESSED] = {OVERALL: self._reduce(per_query, None)}
+            for name, positions in self._category_positions.items():
+                mask = torch.zeros(processed.n_queries, dtype=torch.bool, device=positions.device)
+                mask[positions] = True
+                unreduced_nested[POSTPROCESSED][name] = _select(per_query, mask)
+                nested[POSTPROCESSED][name] = self._reduce(unreduced_nested[POSTPROCESSED][name], None)
+            self.postprocessed_results = processed
         self.metrics_unreduced = unreduced_nested
         self.metrics = nested
-        returned = {OVERALL: nested[OVERALL]} if self.return_only_overall_category else nested
+        returned = nested
+        if self.return_only_overall_category:
+            returned = {OVERALL: nested[OVERALL]}
+            if POSTPROCESSED in nested:
+                returned[POSTPROCESSED] = {OVERALL: nested[POSTPROCESSED][OVERALL]}
         return {**returned, **flatten_metrics(returned)}
+
+    def _postprocess(self, results: RetrievalResults, split: QueryGallerySplit) -> RetrievalResults:
+        """The postprocessor's results, checked against the contract (a faulty one is named)."""
+        assert self.postprocessor is not None
+        context = RetrievalContext(split, self.metric, self.knn_backend, dataset=self.dataset)
+        processed = self.postprocessor.process(results, context)
+        return check_postprocessed(results, processed, type(self.postprocessor).__name__)
 
     def metric_names(self, categories: Sequence[str] = ()) -> list[str]:
         """The flat keys :meth:`compute` reports for data with these ``categories``, known before any batch.
@@ -238,7 +274,11 @@ class EmbeddingMetrics:
             cutoffs["pcf"] = dict.fromkeys(self.pcf_variance, 0.0)
         overall = {**cutoffs, "fnmr@fmr": dict.fromkeys(self.fmr_vals, 0.0)} if self.fmr_vals else cutoffs
         shown = [] if self.return_only_overall_category else sorted(set(categories))
-        return list(flatten_metrics({OVERALL: overall, **dict.fromkeys(shown, cutoffs)}))
+        names: dict[str, Any] = {OVERALL: overall, **dict.fromkeys(shown, cutoffs)}
+        if self.postprocessor is not None:
+            ranked = {key: value for key, value in cutoffs.items() if key != "pcf"}
+            names[POSTPROCESSED] = {OVERALL: ranked, **dict.fromkeys(shown, ranked)}
+        return list(flatten_metrics(names))
 
     def _lone_message(self, n_lone: int, n_empty: int, n_queries: int) -> str:
         """The warning about queries without relevant items, saying what their values are."""
@@ -262,6 +302,10 @@ class EmbeddingMetrics:
 
     def _per_query(self, results: RetrievalResults, split: QueryGallerySplit) -> dict[str, Any]:
         relevant, n_retrieved, n_relevant = results.is_relevant, results.n_retrieved, results.n_relevant
+        needed = int(n_relevant.max()) if len(n_relevant) else 0
+        if needed > relevant.shape[1] and {"r_precision", "mean_average_precision_at_r"} & set(self.pml_metrics):
+            # rows a postprocessor shortened (a threshold): the items cut off count as not retrieved
+            relevant = torch.nn.functional.pad(relevant, (0, needed - relevant.shape[1]), value=False)
         values: dict[str, Any] = {}
         for name, ks, function in (
             ("cmc", self.cmc_top_k, cmc_at_k),
@@ -322,7 +366,7 @@ class EmbeddingMetrics:
         if metric_name not in flat:
             raise KeyError(f"unknown metric {metric_name!r}; per-query metrics are: {', '.join(sorted(flat))}")
         worst = worst_queries(flat[metric_name], n_queries)
-        category = metric_name.split("/", 1)[0]
+        category = metric_name.removeprefix(f"{POSTPROCESSED}/").split("/", 1)[0]
         if category == OVERALL:
             return worst
         return self._category_positions[category][worst].tolist()

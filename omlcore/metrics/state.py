@@ -41,10 +41,12 @@ from omlcore.retrieval.validation import (
     check_finite,
 )
 
-__all__ = ["OVERALL", "CollectedItems", "EmbeddingState"]
+__all__ = ["OVERALL", "POSTPROCESSED", "CollectedItems", "EmbeddingState"]
 
 #: The name of the aggregate over all categories, reserved: no category may have it.
 OVERALL = "OVERALL"
+#: The prefix of the metrics after post-processing, reserved too.
+POSTPROCESSED = "postprocessed"
 
 _STATE = ("embeddings", "labels", "is_query", "is_gallery", "index", "categories", "sequences", "category_names")
 #: The batch keys read, and the CSV columns' (OML's) names read as two of them.
@@ -296,7 +298,8 @@ def _categories(value: Any, n: int, device: torch.device) -> tuple[Tensor, Tenso
     names = [str(v) for v in (value.tolist() if isinstance(value, Tensor) else value)]
     if len(names) != n:
         raise RetrievalInputError(f"batch['{CATEGORIES}'] has {len(names)} entries for {n} embeddings")
-    if OVERALL in names:
-        raise RetrievalInputError(f"'{OVERALL}' is reserved for the aggregate; rename that category")
+    for reserved in (OVERALL, POSTPROCESSED):
+        if reserved in names:
+            raise RetrievalInputError(f"'{reserved}' is a reserved name in the metrics; rename that category")
     codes = torch.tensor([_category_code(name) for name in names], dtype=torch.long, device=device)
     return codes, _encode_names(sorted(set(names)))

@@ -22,13 +22,16 @@ from tqdm.auto import tqdm
 
 from omlcore.config import Config, ConfigError, build_component, load_config
 from omlcore.config.schema import Pipeline
-from omlcore.protocols import Runner
+from omlcore.postprocessing import build_postprocessor
+from omlcore.protocols import Postprocessor, Runner
 
 __all__ = [
     "BEST_CHECKPOINT",
     "CHECKPOINTS",
     "EXTRACTOR_CHECKPOINT",
     "RunFolder",
+    "build_configured_postprocessor",
+    "build_metric",
     "build_runner",
     "config_files",
     "dataset_csv",
@@ -193,6 +196,35 @@ _RUNNER_METHODS = ("fit", "evaluate", "inference", "is_primary", "share_run_dir"
 
 def _source(config: Config) -> str | None:
     return str(config.source) if config.source is not None else None
+
+
+def build_metric(config: Config, dataset: Any = None) -> Any:
+    """The config's ``metric``, with the config's ``postprocessor`` (if any) and the dataset it evaluates on (which
+    learned postprocessors read)."""
+    source = _source(config)
+    metric = build_component("metric", config["metric"], "metric", source=source)
+    postprocessor = build_configured_postprocessor(config)
+    if postprocessor is not None:
+        if not hasattr(metric, "postprocessor"):
+            raise ConfigError(
+                "postprocessor",
+                f"the metric '{config['metric.name']}' takes no postprocessor; use embedding_metrics, or drop the key",
+                source,
+            )
+        metric.postprocessor = postprocessor
+    if hasattr(metric, "dataset") and dataset is not None:
+        metric.dataset = dataset
+    return metric
+
+
+def build_configured_postprocessor(config: Config) -> Postprocessor | None:
+    """The config's ``postprocessor`` (one, or a chain of a list), or None."""
+    try:
+        return build_postprocessor(config["postprocessor"])
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigError("postprocessor", str(error), _source(config)) from None
 
 
 def seed_everything(seed: int) -> None:

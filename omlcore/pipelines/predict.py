@@ -3,7 +3,8 @@
 ``predict.data`` is an OML-format CSV (``predict.split`` keeps one split) or a folder of images (searched
 recursively); default: the config's dataset. The run folder gets ``embeddings.npy`` (float32, one row per item),
 ``items.csv`` (the item of each row), ``neighbours.json`` and ``neighbours.csv`` (the ``predict.top_k`` nearest
-other items of each item, with distances), ``config.yaml`` and ``log.txt``. The neighbours are found as the
+other items of each item, with distances; re-ranked by the config's ``postprocessor`` if it has one),
+``config.yaml`` and ``log.txt``. The neighbours are found as the
 validation finds them: with the configured metric's kNN backend and distance (``metric.args.knn_backend``, e.g.
 ``faiss.flat`` from the omlcore-faiss plugin, and ``metric.args.metric``, ``l2`` or ``cosine``).
 
@@ -31,14 +32,16 @@ from omlcore.keys import IMAGES, INDEX, PATHS
 from omlcore.pipelines.common import (
     ConfigSource,
     RunFolder,
+    build_configured_postprocessor,
     dataset_csv,
     load_extractor,
     prepare,
     seed_everything,
     write_atomically,
 )
-from omlcore.protocols import KNNBackend
-from omlcore.retrieval import DistanceMetric, RetrievalResults
+from omlcore.postprocessing import RetrievalContext, check_postprocessed
+from omlcore.protocols import KNNBackend, Postprocessor
+from omlcore.retrieval import DistanceMetric, QueryGallerySplit, RetrievalResults
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFolderDataset", "PredictResult", "predict"]
 
@@ -126,6 +129,7 @@ def predict(config: ConfigSource, overrides: Sequence[str] = ()) -> PredictResul
         labels = dataset.get_labels()
     model = load_extractor(config, runner)
     search = _search_settings(build_component("metric", config["metric"], "metric", source=source))
+    postprocessor = build_configured_postprocessor(config)
     run = RunFolder.create(config, "predict", runner)  # after every check: a failed run leaves no folder
     run.log(f"omlcore predict: {config.source or config.name} -> {run.path}")
     if unreadable:
@@ -142,7 +146,7 @@ def predict(config: ConfigSource, overrides: Sequence[str] = ()) -> PredictResul
         header = ["index", "path", *(["label"] if labels is not None else [])]
         rows = ([i, path, *([int(labels[i])] if labels is not None else [])] for i, path in enumerate(paths))
         run.write_csv("items.csv", header, rows)
-        neighbours = _neighbours(embeddings, paths, top_k, *search) if len(paths) > 1 else []
+        neighbours = _neighbours(embeddings, paths, top_k, *search, postprocessor, dataset) if len(paths) > 1 else []
         run.write_json("neighbours.json", neighbours)
         run.write_csv(
             "neighbours.csv",
@@ -191,12 +195,20 @@ def _search_settings(metric: Any) -> tuple[DistanceMetric, KNNBackend | None]:
 
 
 def _neighbours(
-    embeddings: Any, paths: list[str], top_k: int, distance: DistanceMetric, backend: KNNBackend | None
+    embeddings: Any,
+    paths: list[str],
+    top_k: int,
+    distance: DistanceMetric,
+    backend: KNNBackend | None,
+    postprocessor: Postprocessor | None = None,
+    dataset: Any = None,
 ) -> list[dict[str, Any]]:
-    """Each item's ``top_k`` nearest other items, as JSON-ready records."""
-    results = RetrievalResults.from_embeddings(
-        embeddings, top_k=min(top_k, len(paths) - 1), metric=distance, backend=backend
-    )
+    """Each item's ``top_k`` nearest other items (re-ranked by ``postprocessor``), as JSON-ready records."""
+    split = QueryGallerySplit.from_items(embeddings)
+    results = RetrievalResults.from_split(split, top_k=min(top_k, len(paths) - 1), metric=distance, backend=backend)
+    if postprocessor is not None:
+        context = RetrievalContext(split, distance, backend, dataset=dataset)
+        results = check_postprocessed(results, postprocessor.process(results, context), type(postprocessor).__name__)
     records = []
     for query, (ids, distances) in enumerate(
         zip(results.retrieved_ids.tolist(), results.distances.tolist(), strict=True)

@@ -29,6 +29,7 @@ from omlcore.pipelines.common import (
     EXTRACTOR_CHECKPOINT,
     ConfigSource,
     RunFolder,
+    build_metric,
     dataset_csv,
     flat_scalars,
     format_table,
@@ -98,7 +99,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
     if resume is not None:
         resume.check_fits(model, source)
     loss = build_component("loss", config["loss"], "loss", source=source)
-    metric = build_component("metric", config["metric"], "metric", source=source) if val_set is not None else None
+    metric = build_metric(config, val_set) if val_set is not None else None
     job = FitJob(
         model=model,
         loss=loss,

@@ -18,6 +18,7 @@ from omlcore.datasets import ImageQueryGalleryDataset
 from omlcore.pipelines.common import (
     ConfigSource,
     RunFolder,
+    build_metric,
     dataset_csv,
     flat_scalars,
     format_table,
@@ -47,7 +48,7 @@ def validate(config: ConfigSource, overrides: Sequence[str] = ()) -> ValidateRes
     transform = build_component("transform", config["transforms_val"], "transforms_val", source=source)
     dataset = ImageQueryGalleryDataset(csv_path, root, transform, check_images=config["dataset.check_images"])
     model = load_extractor(config, runner)
-    metric = build_component("metric", config["metric"], "metric", source=source)
+    metric = build_metric(config, dataset)
     run = RunFolder.create(config, "validate", runner)  # after every check: a failed run leaves no folder
     run.log(f"omlcore validate: {config.source or config.name} -> {run.path}")
     results = runner.evaluate(model, dataset, metric, config["dataset.batch_size"], config["dataset.num_workers"])

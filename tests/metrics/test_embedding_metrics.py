@@ -256,7 +256,7 @@ def test_bad_batches_are_named() -> None:
     without_index = {key: value for key, value in data.items() if key != "idx"}
     with pytest.raises(RetrievalInputError, match="some batches carry 'idx' and some do not"):
         metrics.update(without_index)
-    with pytest.raises(RetrievalInputError, match="'OVERALL' is reserved"):
+    with pytest.raises(RetrievalInputError, match="'OVERALL' is a reserved name"):
         EmbeddingMetrics().update({**data, "categories": ["OVERALL"] * 160})
     mixed = EmbeddingMetrics()
     mixed.update(data)

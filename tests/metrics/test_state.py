@@ -73,7 +73,7 @@ def test_category_names_travel_with_the_state() -> None:
     mixed.update(batch([1]))
     with pytest.raises(RetrievalInputError, match="some batches carry 'categories' and some do not"):
         mixed.collect()
-    with pytest.raises(RetrievalInputError, match="'OVERALL' is reserved"):
+    with pytest.raises(RetrievalInputError, match="'OVERALL' is a reserved name"):
         EmbeddingState().update(batch([0], ["OVERALL"]))
 
 
