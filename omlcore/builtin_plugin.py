@@ -33,6 +33,9 @@ _PRESETS = "omlcore.transforms.presets"
 @hookimpl
 def register_transforms(registry: Registrar) -> None:
     registry.register(
+        "normalize", f"{_PRESETS}:normalize", summary="to tensor, normalise at native size (the datasets' default)"
+    )
+    registry.register(
         "resize_normalize", f"{_PRESETS}:resize_normalize", summary="resize to a square, to tensor, normalise (eval)"
     )
     registry.register(

@@ -5,6 +5,8 @@ function of ``torch.utils.data.DataLoader``:
 
 >>> train = ImageLabeledDataset("dataset/df.csv", transform="train_augmentations")  # doctest: +SKIP
 >>> valid = ImageQueryGalleryDataset("dataset/df.csv")  # doctest: +SKIP
+
+Without ``transform``, images are normalised at their own size, as in OML (see :data:`TransformSpec`).
 """
 
 from __future__ import annotations
@@ -44,19 +46,21 @@ from omlcore.keys import (
     SPLIT_TRAIN,
     SPLIT_VALIDATION,
 )
-from omlcore.transforms.presets import resize_normalize
+from omlcore.transforms.presets import normalize
 
 __all__ = ["ImageBaseDataset", "ImageLabeledDataset", "ImageQueryGalleryDataset", "TransformSpec", "resolve_transform"]
 
-#: A callable (PIL image -> tensor), a registered transform name, a ``{"name": ..., "args": {...}}`` config,
-#: or None for the default :func:`omlcore.transforms.presets.resize_normalize`.
+#: A callable (PIL image -> tensor), a registered transform name, a ``{"name": ..., "args": {...}}`` config, or
+#: None for the default, :func:`omlcore.transforms.presets.normalize` (``"normalize"``, OML's default): to tensor and
+#: ImageNet mean / std at the image's own size, no resize. Pass e.g. ``"resize_normalize"`` (224 x 224) or
+#: ``{"name": "resize_normalize", "args": {"size": 64}}`` to batch images of different sizes.
 TransformSpec = Callable[[Image.Image], Any] | str | Mapping[str, Any] | None
 
 
 def resolve_transform(transform: TransformSpec) -> Callable[[Image.Image], Any]:
     """Turn a :data:`TransformSpec` into a callable; names and configs are built through the registry."""
     if transform is None:
-        return resize_normalize()
+        return normalize()
     if isinstance(transform, (str, Mapping)):
         built = resolve("transform", transform)
         if not callable(built):
@@ -77,7 +81,7 @@ class ImageBaseDataset(Dataset[dict[str, Any]]):
         data: a dataframe, or the path of a CSV file (read with :func:`read_dataset_csv`).
         dataset_root: the folder relative paths start from; defaults to the CSV's folder, or to the current
             working directory for a dataframe.
-        transform: see :data:`TransformSpec`.
+        transform: see :data:`TransformSpec`; the default normalises at the image's own size, without resizing.
         split: keep the rows of this split; None keeps all rows.
         check_images: how much of the image files to check up front: ``"none"``, ``"exists"`` or ``"decode"``
             (only the selected rows' files are checked).

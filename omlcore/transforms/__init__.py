@@ -21,6 +21,7 @@ from omlcore.transforms.ops import (
 )
 from omlcore.transforms.presets import (
     letterbox_normalize,
+    normalize,
     resize_center_crop,
     resize_normalize,
     to_tensor,
@@ -44,6 +45,7 @@ __all__ = [
     "ResizeShorterSide",
     "ToTensor",
     "letterbox_normalize",
+    "normalize",
     "resize_center_crop",
     "resize_normalize",
     "to_tensor",

@@ -24,7 +24,23 @@ from omlcore.transforms.ops import (
     ToTensor,
 )
 
-__all__ = ["letterbox_normalize", "resize_center_crop", "resize_normalize", "to_tensor", "train_augmentations"]
+__all__ = [
+    "letterbox_normalize",
+    "normalize",
+    "resize_center_crop",
+    "resize_normalize",
+    "to_tensor",
+    "train_augmentations",
+]
+
+
+def normalize(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Compose:
+    """To tensor and normalise at the image's own size, without resizing (OML's default, ``norm_albu``).
+
+    The default of the image datasets. Images of different sizes then need a resizing transform (or a batch size
+    of 1) to be batched.
+    """
+    return Compose([ToTensor(), Normalize(mean, std)])
 
 
 def resize_normalize(

@@ -102,12 +102,13 @@ def test_csv_and_dataframe_constructors_agree(image_set) -> None:
         assert a == b
 
 
-def test_default_transform_is_resize_normalize_224(image_set) -> None:
+def test_default_transform_normalizes_at_native_size_as_oml(image_set) -> None:
     image = ImageLabeledDataset(image_set.csv)[0][keys.IMAGES]
-    assert image.shape == (3, 224, 224) and image.dtype == torch.float32
-    raw = Image.fromarray(image_set.pixels["label_0/0.png"]).resize((224, 224), Image.Resampling.BILINEAR)
-    expected = (np.asarray(raw, dtype=np.float64) / 255 - IMAGENET_MEAN) / IMAGENET_STD
+    raw = image_set.pixels["label_0/0.png"]
+    assert image.shape == (3, *raw.shape[:2]) and image.dtype == torch.float32  # 30 x 40: no resize to 224 x 224
+    expected = (raw.astype(np.float64) / 255 - IMAGENET_MEAN) / IMAGENET_STD
     np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), expected, atol=1e-5)
+    assert torch.equal(image, ImageLabeledDataset(image_set.csv, transform="normalize")[0][keys.IMAGES])
 
 
 def test_transform_receives_an_rgb_pil_image(image_set, tmp_path: Path) -> None:
@@ -148,7 +149,7 @@ def test_arguments_of_a_wrong_type_are_rejected(image_set) -> None:
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_batches_through_a_dataloader(image_set, num_workers: int) -> None:
-    dataset = ImageQueryGalleryDataset(image_set.csv)
+    dataset = ImageQueryGalleryDataset(image_set.csv, transform="resize_normalize")  # the images differ in size
     loader = DataLoader(dataset, batch_size=5, num_workers=num_workers)
     batches = list(loader)
     assert [len(batch[keys.PATHS]) for batch in batches] == [5, 5, 2]

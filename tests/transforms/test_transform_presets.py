@@ -20,6 +20,7 @@ from omlcore.transforms import (
     RandomResizedCrop,
     Resize,
     ToTensor,
+    normalize,
     resize_normalize,
     to_tensor,
     train_augmentations,
@@ -80,6 +81,19 @@ def test_train_augmentations_content_and_output() -> None:
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
+def test_normalize_keeps_the_size_and_normalises_like_resize_normalize() -> None:
+    image = random_image(17, 23)
+    out = normalize()(image)
+    assert out.shape == (3, 17, 23) and out.dtype == torch.float32
+    expected = (np.asarray(image) / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), expected, atol=1e-5)
+    square = random_image(64, 64)
+    assert torch.equal(normalize()(square), resize_normalize(size=64)(square))  # resizing to its own size: a no-op
+    clip = normalize(mean=CLIP_MEAN, std=CLIP_STD)
+    assert [type(step) for step in clip.transforms] == [ToTensor, Normalize]
+    assert clip.transforms[1].mean == CLIP_MEAN and clip.transforms[1].std == CLIP_STD
+
+
 def test_to_tensor_preset_keeps_the_image_as_is() -> None:
     image = random_image(17, 23)
     out = to_tensor()(image)
@@ -87,7 +101,7 @@ def test_to_tensor_preset_keeps_the_image_as_is() -> None:
     np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), np.asarray(image) / 255, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["resize_normalize", "train_augmentations", "to_tensor"])
+@pytest.mark.parametrize("name", ["normalize", "resize_normalize", "train_augmentations", "to_tensor"])
 def test_presets_are_importable_by_registry_target(name: str) -> None:
     import importlib
 
