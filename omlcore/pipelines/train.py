@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from omlcore.config import Config, ConfigError, accepts, build_component
 from omlcore.datasets import ImageLabeledDataset, ImageQueryGalleryDataset
-from omlcore.errors import RunInterrupted
+from omlcore.errors import DataValidationError, RunInterrupted
 from omlcore.keys import SPLIT_COLUMN, SPLIT_VALIDATION
 from omlcore.pipelines.common import (
     BEST_CHECKPOINT,
@@ -88,7 +88,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
     )
     sampler_args: dict[str, Any] = {}
     if accepts("sampler", config["sampler.name"], "label2category"):
-        sampler_args["label2category"] = _label2category(train_set, source)
+        sampler_args["label2category"] = _label2category(train_set, config["sampler.name"], source)
     if accepts("sampler", config["sampler.name"], "seed") and "seed" not in (config["sampler"].get("args") or {}):
         sampler_args["seed"] = config["seed"]  # the config's seed draws the batches unless the sampler sets its own
     sampler = build_component(
@@ -272,8 +272,11 @@ def _has_validation_rows(csv_path: Path) -> bool:
     return bool(split.eq(SPLIT_VALIDATION).any())
 
 
-def _label2category(dataset: ImageLabeledDataset, source: str | None) -> dict[int, str]:
-    """label -> category of the training rows, for category-balanced samplers."""
+def _label2category(dataset: ImageLabeledDataset, sampler: str, source: str | None) -> dict[int, str]:
+    """label -> category of the training rows, for category-balanced samplers (one category per label)."""
     if dataset.categories is None:
         raise ConfigError("sampler.name", "this sampler needs the CSV's 'category' column, which is missing", source)
-    return dict(zip(dataset.labels.tolist(), dataset.categories.tolist(), strict=True))
+    try:
+        return dataset.get_label2category(f"the sampler '{sampler}'")
+    except DataValidationError as error:
+        raise ConfigError("sampler.name", str(error), source) from None
