@@ -9,6 +9,7 @@ those processes find the primary one's run folder through :data:`RUN_DIR_ENV`.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -91,11 +92,13 @@ class LightningRunner:
 
         class EpochCheckpoint(pl.Callback):  # type: ignore[name-defined]
             """After every epoch: ``last.ckpt`` (written atomically), then the epoch's record for the pipeline: the
-            mean loss and loss statistics (as omlcore_torch.fit records them) plus the validation metrics."""
+            0-based ``epoch``, the mean loss and loss statistics, the validation metrics and ``epoch_time_s``
+            (training and validation, without the checkpoint), as in omlcore_torch.fit's records."""
 
             def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
                 self.sums: dict[str, float] = {}
                 self.steps = 0
+                self.started = time.perf_counter()
 
             def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:
                 loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
@@ -105,6 +108,7 @@ class LightningRunner:
                 self.steps += 1
 
             def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+                elapsed = time.perf_counter() - self.started  # Lightning has validated the epoch by now
                 temporary = last.with_name(last.name + ".tmp")
                 trainer.save_checkpoint(temporary)  # every process takes part; process 0 writes
                 if trainer.is_global_zero:
@@ -112,7 +116,7 @@ class LightningRunner:
                 trainer.strategy.barrier("omlcore last.ckpt")
                 means = {name: total / max(self.steps, 1) for name, total in self.sums.items()}
                 metrics = {k: v for k, v in _records(trainer).items() if not k.startswith("train/")}
-                on_epoch({"epoch": trainer.current_epoch, **means, **metrics})
+                on_epoch({"epoch": trainer.current_epoch, **means, **metrics, "epoch_time_s": elapsed})
 
         module = RetrievalModule(
             job.model,

@@ -9,6 +9,8 @@ callbacks were given; a hook that writes files should check ``state.rank == 0``.
 
 :func:`~omlcore_torch.fit` calls ``on_fit_start`` after a resumed checkpoint is restored (``state.epoch`` is the
 first epoch still to train) and ``on_fit_end`` when the last epoch has ended, also when none was left to train.
+With ``validate_untrained=True`` the untrained model is validated after ``on_fit_start``, before the first epoch:
+``on_validation_end`` with ``state.epoch == -1``. Epochs are 0-based indices throughout, as in the history's records.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class FitState:
 
     Attributes:
         model, loss, optimizer, scheduler: the objects being trained (the model unwrapped, never the DDP wrapper).
-        epochs: the total number of epochs; epoch: the current one (0-based; after the loop, ``epochs``).
+        epochs: the total number of epochs; epoch: the current one (0-based; -1 while the untrained model is
+            validated; after the loop, ``epochs``).
         history: the records of the epochs done, the current one last once it has ended.
         rank, world_size: this process in a distributed run (0 and 1 otherwise).
     """
@@ -58,7 +61,7 @@ class Callback:
         """Before the epoch's first training step."""
 
     def on_validation_end(self, state: FitState, metrics: dict[str, float]) -> None:
-        """After the epoch's validation, with its flat metrics (``"OVERALL/cmc/1"`` ...)."""
+        """After the epoch's validation (or the untrained model's), with its flat metrics (``"OVERALL/cmc/1"`` ...)."""
 
     def on_checkpoint(self, state: FitState, path: Path) -> None:
         """After the epoch's checkpoint is written to ``path`` (by process 0; every process is called)."""

@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -139,6 +140,7 @@ def fit(
     metrics: MetricAccumulator | None = None,
     val_batch_size: int = 64,
     val_num_workers: int = 0,
+    validate_untrained: bool = False,
     device: torch.device | str | None = None,
     amp: bool | None = None,
     grad_clip_norm: float | None = None,
@@ -149,8 +151,16 @@ def fit(
     input_key: str = IMAGES,
     labels_key: str = LABELS,
 ) -> list[dict[str, float]]:
-    """Train ``model`` for ``epochs`` epochs; returns one record per epoch (``epoch``, ``loss``, the mean of the
-    loss's ``last_logs``, ``lr`` and the flat validation metrics).
+    """Train ``model`` for ``epochs`` epochs; returns the history, one record per epoch.
+
+    A record holds ``epoch``, the epoch's 0-based index (the value its sampler's ``set_epoch`` gets, as
+    ``FitState.epoch`` and Lightning's ``current_epoch``; the progress bar counts "epoch k/N" from 1, k = epoch + 1),
+    ``loss`` and the mean of the loss's ``last_logs`` over the epoch's steps, ``lr`` after the epoch, the flat
+    validation metrics, and ``epoch_time_s``: the wall time of the epoch's training and validation in this process
+    (``time.perf_counter`` from after ``on_epoch_start`` to after ``on_validation_end``), the one field that
+    differs between equal runs.
+    With ``validate_untrained`` the history starts with the untrained model's record: ``epoch`` -1 and the flat
+    validation metrics.
 
     Args:
         model: the extractor: ``batch[input_key]`` -> ``(B, D)`` embeddings.
@@ -162,6 +172,8 @@ def fit(
             ``DataLoader(dataset, batch_sampler=BalanceSampler(...))``. ``set_epoch(epoch)`` is called on its
             sampler every epoch.
         val_dataset, metrics: validated after every epoch with :func:`~omlcore_torch.evaluate` when both are given.
+        validate_untrained: validate before the first epoch too (the baseline; not when resuming, whose history
+            has that record already); needs ``val_dataset`` and ``metrics``.
         device: default: the model's device. amp: mixed precision (fp16 with a gradient scaler on CUDA, bf16 on the
             CPU); default: on for CUDA. grad_clip_norm: clip the gradients' global norm.
         checkpoint_dir: write ``checkpoint_dir/last.pt`` after every epoch (rank 0).
@@ -180,6 +192,8 @@ def fit(
         raise ValueError("ReduceLROnPlateau steps on an epoch's record: use scheduler_interval='epoch'")
     if (val_dataset is None) != (metrics is None):
         raise ValueError("pass both val_dataset and metrics to validate, or neither")
+    if validate_untrained and val_dataset is None:
+        raise ValueError("validate_untrained needs val_dataset and metrics")
     foreign = [type(c).__name__ for c in callbacks if not isinstance(c, Callback)]
     if foreign:
         raise TypeError(f"callbacks must subclass omlcore_torch.callbacks.Callback; got {', '.join(foreign)}")
@@ -209,10 +223,32 @@ def fit(
     state = FitState(model, loss, optimizer, scheduler, epochs, start_epoch, history, rank, world_size)
     run_callbacks(callbacks, "on_fit_start", state)
 
+    def validate() -> dict[str, float]:
+        """The flat validation metrics of the model as it is now, handed to the callbacks too."""
+        assert val_dataset is not None and metrics is not None
+        results = evaluate(
+            model,
+            val_dataset,
+            metrics,
+            batch_size=val_batch_size,
+            num_workers=val_num_workers,
+            device=target,
+            input_key=input_key,
+            progress=False,
+        )
+        flat = _scalars(results)
+        run_callbacks(callbacks, "on_validation_end", state, flat)
+        return flat
+
     last_metrics: dict[str, float] = {}
+    if validate_untrained and resume is None:
+        state.epoch = -1
+        last_metrics = validate()
+        history.append({"epoch": -1, **last_metrics})
     for epoch in range(start_epoch, epochs):
         state.epoch = epoch
         run_callbacks(callbacks, "on_epoch_start", state)
+        started = time.perf_counter()
         _set_epoch(train_loader, epoch)
         trainable.train()
         total, steps, logs = 0.0, 0, dict[str, float]()
@@ -242,19 +278,9 @@ def fit(
         record = {"loss": total / steps if steps else math.nan, **{k: v / max(steps, 1) for k, v in logs.items()}}
         record = {"epoch": epoch, **_mean_over_ranks(record), "lr": float(optimizer.param_groups[0]["lr"])}
         if val_dataset is not None and metrics is not None:
-            results = evaluate(
-                model,
-                val_dataset,
-                metrics,
-                batch_size=val_batch_size,
-                num_workers=val_num_workers,
-                device=target,
-                input_key=input_key,
-                progress=False,
-            )
-            last_metrics = _scalars(results)
+            last_metrics = validate()
             record.update(last_metrics)
-            run_callbacks(callbacks, "on_validation_end", state, last_metrics)
+        record["epoch_time_s"] = time.perf_counter() - started
         if scheduler is not None and scheduler_interval == "epoch":
             if isinstance(scheduler, ReduceLROnPlateau):
                 scheduler.step(record[monitor])

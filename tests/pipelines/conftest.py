@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,6 +65,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def timeless(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The epoch records without ``epoch_time_s``, the wall time, which differs between equal runs."""
+    return [{k: v for k, v in record.items() if k != "epoch_time_s"} for record in history]
 
 
 def run_folders(config: Path) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,11 @@ def metrics() -> EmbeddingMetrics:
     return EmbeddingMetrics(cmc_top_k=(1,), precision_top_k=(3,), map_top_k=(3,))
 
 
+def timeless(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The records without ``epoch_time_s``, the wall time, which differs between equal runs."""
+    return [{k: v for k, v in record.items() if k != "epoch_time_s"} for record in history]
+
+
 def weights(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([t.detach().flatten().float() for t in model.state_dict().values()])
 
@@ -71,7 +77,7 @@ def test_a_resumed_run_reproduces_the_uninterrupted_one(toy_root: Path, tmp_path
     resumed = setup(train, seed=99)  # fresh objects, other weights: everything comes from the checkpoint
     history = fit(**resumed, epochs=3, resume=tmp_path / "resumed" / "last.pt", **common)
 
-    assert history == expected  # losses, loss statistics, learning rates, validation metrics: to the last bit
+    assert timeless(history) == timeless(expected)  # losses, statistics, learning rates, metrics: to the last bit
     assert torch.equal(weights(resumed["model"]), weights(straight["model"]))
     assert resumed["scheduler"].get_last_lr() == straight["scheduler"].get_last_lr() == [1e-2 / 8]
     state, reference = resumed["optimizer"].state_dict()["state"], straight["optimizer"].state_dict()["state"]
@@ -92,7 +98,7 @@ def test_the_resume_test_would_notice_unrestored_random_streams(
     torch.manual_seed(1234)
     monkeypatch.setattr(training, "set_rng_state", lambda state: None)
     history = fit(**setup(train), epochs=2, resume=tmp_path / "last.pt", progress=False)
-    assert history[0] == expected[0] and history[1] != expected[1]
+    assert timeless(history)[0] == timeless(expected)[0] and timeless(history)[1] != timeless(expected)[1]
 
 
 def test_history_and_progress_bar_show_the_loss_and_the_metrics(
@@ -106,6 +112,52 @@ def test_history_and_progress_bar_show_the_loss_and_the_metrics(
     )
     err = capsys.readouterr().err
     assert "epoch 2/2" in err and "loss=" in err and "OVERALL/cmc/1=" in err
+
+
+SLOW = 0.2  # seconds
+
+
+class SlowMetrics(EmbeddingMetrics):
+    """A validation that takes at least ``SLOW`` seconds."""
+
+    def compute(self) -> dict[str, Any]:
+        time.sleep(SLOW)
+        return super().compute()
+
+
+class SlowEpochStart(Callback):
+    def on_epoch_start(self, state: FitState) -> None:
+        time.sleep(SLOW)
+
+
+def test_each_record_has_the_wall_time_of_the_epochs_training_and_validation(toy_root: Path) -> None:
+    train, val = datasets(toy_root)
+    slow = SlowMetrics(cmc_top_k=(1,))
+    began = time.perf_counter()
+    history = fit(**setup(train), epochs=2, val_dataset=val, metrics=slow, callbacks=[SlowEpochStart()], progress=False)
+    total = time.perf_counter() - began
+    assert all(record["epoch_time_s"] >= SLOW for record in history)  # the validation is counted
+    assert sum(record["epoch_time_s"] for record in history) <= total - 2 * SLOW  # on_epoch_start is not
+
+
+def test_the_untrained_model_is_validated_first_when_asked_and_not_again_on_resume(
+    toy_root: Path, tmp_path: Path
+) -> None:
+    train, val = datasets(toy_root)
+    parts = setup(train)
+    untrained = evaluate(parts["model"], val, metrics(), batch_size=8, progress=False)
+    recorder = Recorder()
+    common = {"val_dataset": val, "metrics": metrics(), "val_batch_size": 8, "progress": False}
+    history = fit(**parts, epochs=1, validate_untrained=True, checkpoint_dir=tmp_path, callbacks=[recorder], **common)
+    assert history[0] == {"epoch": -1, **{k: v for k, v in untrained.items() if "/" in k}}
+    assert [r["epoch"] for r in history] == [-1, 0] and "epoch_time_s" in history[1]
+    cmc = [r["OVERALL/cmc/1"] for r in history]
+    assert recorder.calls[:3] == [("fit_start", 0, 0), ("validation_end", -1, cmc[0]), ("epoch_start", 0, None)]
+
+    resumed = fit(**setup(train), epochs=2, validate_untrained=True, resume=tmp_path / "last.pt", **common)
+    assert [r["epoch"] for r in resumed] == [-1, 0, 1] and resumed[:2] == history
+    with pytest.raises(ValueError, match="validate_untrained needs val_dataset and metrics"):
+        fit(**setup(train), validate_untrained=True, progress=False)
 
 
 def test_gradient_clipping_bounds_the_update(toy_root: Path) -> None:
