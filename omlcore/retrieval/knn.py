@@ -16,6 +16,8 @@ Exclusion: gallery item ``g`` is never a neighbour of query ``q`` when, for any 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
@@ -28,7 +30,13 @@ from omlcore.retrieval.scores import (
     iter_score_blocks,
     scores_to_distances,
 )
-from omlcore.retrieval.validation import as_embeddings, as_int_keys, check_finite, check_same_dim
+from omlcore.retrieval.validation import (
+    RetrievalInputError,
+    as_embeddings,
+    as_int_keys,
+    check_finite,
+    check_same_dim,
+)
 
 __all__ = ["CpuGemm", "DistanceMetric", "ExactKNN", "Exclude"]
 
@@ -232,6 +240,48 @@ class ExactKNN:
                 chunks[block.rows.start] = block.rows
                 chunks[block.cols.start] = block.cols
             topk.flush(list(chunks.values()))
+        return self._finish(topk, width, k, scale)
+
+    def search_stream(
+        self, queries: Tensor, parts: Iterable[Tensor], k: int, exclude: Exclude | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`search` over a gallery given as consecutive parts (e.g. blocks read from disk), never all at once.
+
+        Gallery indices run over the parts in order; ``exclude`` gallery keys cover the whole gallery. Memory:
+        ``O(Q * k)`` plus one part. Parts must not need rescaling (see :mod:`~omlcore.retrieval.scores`): entries
+        of ``2^40`` or more are an error here.
+        """
+        queries = as_embeddings("queries", queries)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        check_finite("queries", queries)
+        pairs = [(as_int_keys("exclude query keys", qk, len(queries), queries.device), gk) for qk, gk in exclude or ()]
+        topk = _RunningTopK(len(queries), k, queries.device)
+        exclusions = Exclusions(pairs)
+        chunks: dict[int, slice] = {}
+        offset = 0
+        for part in parts:
+            part = as_embeddings("gallery part", part)
+            check_same_dim(("queries", "gallery"), (queries, part))
+            check_finite("gallery", part)
+            for block in iter_score_blocks(
+                queries, part, self.metric, chunk_size=self.chunk_size, cpu_gemm=self.cpu_gemm
+            ):
+                if block.scale != 1.0:
+                    raise RetrievalInputError(
+                        "a streamed search needs embeddings of ordinary size (entries below 2^40): normalise them"
+                    )
+                cols = slice(block.cols.start + offset, block.cols.stop + offset)
+                _absorb(topk, block.scores, block.rows, cols, False, exclusions.between(block.rows, cols))
+                chunks[block.rows.start] = block.rows
+            offset += len(part)
+        topk.flush(list(chunks.values()))
+        width = min(k, offset)
+        if width < k:  # fewer gallery items than k: the columns beyond stay padding
+            topk.values, topk.indices = topk.values[:, :width], topk.indices[:, :width]
+        return self._finish(topk, width, k, 1.0)
+
+    def _finish(self, topk: _RunningTopK, width: int, k: int, scale: float) -> tuple[Tensor, Tensor]:
         distances = scores_to_distances(topk.values, self.metric, scale)
         indices = topk.indices
         if width < k:
