@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from omlcore.keys import EMBEDDINGS, IMAGES
+from omlcore.postprocessing import build_postprocessor
 from omlcore.protocols import MetricAccumulator
 from omlcore.utils.optional import require
 from omlcore_lightning.sampling import install_sampling
@@ -48,6 +49,9 @@ class MetricValCallback(Callback):
         log_prefix: prepended to every logged key.
         dataloader_idx: with several evaluation loaders, the one whose batches are fed.
         prog_bar: keys (without the prefix) also shown in the progress bar.
+        postprocessor: set on ``metric`` (a :class:`~omlcore.protocols.Postprocessor`, a registered name, a spec or a
+            list), which then also reports the metrics after it (``"postprocessed/..."``). A metric that reads items
+            (``metric.dataset``, for learned postprocessors) gets the evaluated loader's dataset.
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class MetricValCallback(Callback):
         log_prefix: str = "",
         dataloader_idx: int = 0,
         prog_bar: tuple[str, ...] = (),
+        postprocessor: Any = None,
     ) -> None:
         super().__init__()
         for member in ("update", "compute", "reset", "get_state", "merge_state", "state_reductions"):
@@ -65,6 +70,10 @@ class MetricValCallback(Callback):
                     f"MetricValCallback needs a MetricAccumulator (update / compute / reset / get_state / merge_state "
                     f"/ state_reductions); {type(metric).__name__} has no '{member}'"
                 )
+        if postprocessor is not None:
+            if not hasattr(metric, "postprocessor"):
+                raise TypeError(f"{type(metric).__name__} takes no postprocessor; use omlcore's EmbeddingMetrics")
+            metric.postprocessor = build_postprocessor(postprocessor)
         self.metric = metric
         self.log_prefix = log_prefix
         self.dataloader_idx = dataloader_idx
@@ -96,6 +105,8 @@ class MetricValCallback(Callback):
             self.metric.reset()
             return
         sync_accumulator(self.metric)
+        if hasattr(self.metric, "dataset"):
+            self.metric.dataset = _evaluated_dataset(trainer, self.dataloader_idx)
         self.metrics = self.metric.compute()
         self.metric.reset()
         for key, value in scalar_metrics(self.metrics).items():
@@ -124,3 +135,11 @@ class MetricValCallback(Callback):
 
     def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._finish(trainer, pl_module)
+
+
+def _evaluated_dataset(trainer: Any, dataloader_idx: int) -> Any:
+    """The dataset of the loader being evaluated (validation or test), or None."""
+    loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
+    if isinstance(loaders, list | tuple):
+        loaders = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
+    return getattr(loaders, "dataset", None)

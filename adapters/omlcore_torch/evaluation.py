@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from omlcore.keys import EMBEDDINGS, IMAGES
+from omlcore.postprocessing import build_postprocessor
 from omlcore.protocols import MetricAccumulator
 from omlcore_torch.distributed import ShardSampler, all_gather_padded, eval_shard, rank_and_world_size, sync_accumulator
 
@@ -137,14 +138,24 @@ def evaluate(
     device: torch.device | str | None = None,
     input_key: str = IMAGES,
     progress: bool = True,
+    postprocessor: Any = None,
 ) -> dict[str, Any]:
     """Feed ``metrics`` the embeddings of ``dataset`` and return ``metrics.compute()``.
 
     Each batch goes to ``metrics.update`` as the dataset's batch (labels, query / gallery flags, categories ...)
     without ``input_key``, plus ``"embeddings"``. ``metrics`` is reset first; under ``torch.distributed`` the
     ranks' states are merged (:func:`~omlcore_torch.distributed.sync_accumulator`) and every rank gets the
-    same result. Arguments as for :func:`inference`.
+    same result. Arguments as for :func:`inference`; ``postprocessor`` (a
+    :class:`~omlcore.protocols.Postprocessor`, a registered name, a spec or a list) is set on ``metrics``, which
+    then reports the metrics after it too (``"postprocessed/..."``). Metrics that read items (``metrics.dataset``,
+    as :class:`~omlcore.metrics.EmbeddingMetrics` for learned postprocessors) get ``dataset``.
     """
+    if postprocessor is not None:
+        if not hasattr(metrics, "postprocessor"):
+            raise TypeError(f"{type(metrics).__name__} takes no postprocessor; use omlcore's EmbeddingMetrics")
+        metrics.postprocessor = build_postprocessor(postprocessor)
+    if hasattr(metrics, "dataset"):
+        metrics.dataset = dataset
     metrics.reset()
 
     def update(batch: Mapping[str, Any], embeddings: Tensor) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import struct
 from pathlib import Path
@@ -195,3 +196,35 @@ def test_the_callback_feeds_any_module_and_explains_wrong_outputs(toy_root: Path
         trainer(tmp_path, callbacks=[MetricValCallback(metric())]).validate(TensorModule("dict"), loader)
     with pytest.raises(TypeError, match="needs a MetricAccumulator"):
         MetricValCallback(object())  # type: ignore[arg-type]
+
+
+class ItemsFirst:
+    """A learned-postprocessor stand-in: checks that it sees the evaluated dataset, then moves the gallery item with
+    the smallest dataset index to the front of each row."""
+
+    def __init__(self, expected: Any) -> None:
+        self.expected = expected
+
+    def process(self, results: Any, context: Any) -> Any:
+        assert context.dataset is self.expected
+        ids = context.split.gallery_ids[results.retrieved_ids.clamp_min(0)]
+        order = torch.sort(ids, dim=1, stable=True).indices
+        retrieved = torch.gather(results.retrieved_ids, 1, order)
+        steps = torch.arange(retrieved.shape[1], dtype=torch.float32).expand_as(retrieved).clone()
+        return dataclasses.replace(results, retrieved_ids=retrieved, distances=steps)
+
+
+def test_a_postprocessor_in_the_callback_equals_evaluate_with_it(toy_root: Path, tmp_path: Path) -> None:
+    _, val = data(toy_root)
+    module = TensorModule()
+    callback = MetricValCallback(metric(), postprocessor=ItemsFirst(val))
+    (validated,) = trainer(tmp_path, callbacks=[callback]).validate(
+        module, DataLoader(val, batch_size=8), verbose=False
+    )
+    expected = evaluate(module.extractor, val, metric(), batch_size=8, progress=False, postprocessor=ItemsFirst(val))
+    assert callback.metrics == expected and "postprocessed/OVERALL/cmc/1" in expected
+    assert validated["postprocessed/OVERALL/cmc/1"] == pytest.approx(expected["postprocessed/OVERALL/cmc/1"])
+    plain = evaluate(module.extractor, val, metric(), batch_size=8, progress=False)
+    assert plain["OVERALL/cmc/1"] == expected["OVERALL/cmc/1"] and "postprocessed/OVERALL/cmc/1" not in plain
+    with pytest.raises(TypeError, match="takes no postprocessor"):
+        evaluate(module.extractor, val, object(), postprocessor=ItemsFirst(val))  # type: ignore[arg-type]
