@@ -93,6 +93,16 @@ def register_extractors(registry: Registrar) -> None:
     registry.register(
         "pretrained", f"{_MODELS}.zoo:from_pretrained", summary="a zoo model with its weights, by its name (args: name)"
     )
+    registry.register(
+        "pairwise_concat",
+        f"{_MODELS}.pairwise:ConcatSiamese",
+        summary="pairwise re-ranker model: both images through one backbone, joined (OML's ConcatSiamese)",
+    )
+    registry.register(
+        "pairwise_features",
+        f"{_MODELS}.pairwise:FeatureSiamese",
+        summary="pairwise re-ranker model: an MLP on [|a - b|, a * b] of a shared backbone's features",
+    )
 
 
 _SAMPLERS = "omlcore.samplers"
