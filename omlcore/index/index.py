@@ -9,8 +9,11 @@ torch.Size([3, 5])
 
 Exact search (the default) streams the gallery in blocks of rows: a saved index is read from its files block by
 block, never mapped or loaded whole, so memory stays ``O(Q * k + block)`` however large the gallery. Another
-registered :class:`~omlcore.protocols.KNNBackend` (``faiss.ivf`` from omlcore-faiss ...) searches the whole gallery
-at once. Postprocessors (:mod:`omlcore.postprocessing`) re-rank at search time. The folder format is in
+registered :class:`~omlcore.protocols.KNNBackend` searches the whole gallery at once, unless it is a
+:class:`PersistableKNN` (``faiss.ivf`` / ``faiss.hnsw`` / ``faiss.flat`` from omlcore-faiss): that one builds its
+structure once, from the gallery's blocks, and the index keeps it in its folder's ``backend/`` (each file in the
+manifest with its checksum), loads it back instead of building it again, and extends it with every :meth:`Index.add`.
+Postprocessors (:mod:`omlcore.postprocessing`) re-rank at search time. The folder format is in
 :mod:`omlcore.index.storage`.
 """
 
@@ -20,10 +23,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -47,15 +50,49 @@ from omlcore.labels import as_class_ids
 from omlcore.postprocessing import RetrievalContext, build_postprocessor, check_postprocessed
 from omlcore.protocols import KNNBackend, Postprocessor
 from omlcore.retrieval import ExactKNN, QueryGallerySplit, RetrievalResults, relevant_counts
-from omlcore.retrieval.scores import DistanceMetric
+from omlcore.retrieval.scores import DistanceMetric, Exclude
 from omlcore.retrieval.validation import as_embeddings, as_int_keys, check_finite
 
-__all__ = ["Index", "IndexDtype"]
+__all__ = ["Index", "IndexDtype", "PersistableKNN"]
 
 IndexDtype = Literal["float32", "float16"]
 #: Gallery rows per block of a streamed exact search (64 MiB of float32 at dim 256).
 BLOCK_ROWS = 65_536
 _ITEM_COLUMNS = ("id", "label", "path", "text")
+#: Where a persistable backend's state lives in an index folder.
+BACKEND_DIR = "backend"
+
+
+@runtime_checkable
+class PersistableKNN(Protocol):
+    """A :class:`~omlcore.protocols.KNNBackend` whose search structure is built once and kept with the index.
+
+    Built from the gallery with :meth:`fit`, grown with :meth:`extend`, searched with :meth:`search_fitted`, and written
+    to / read from a folder with :meth:`save` / :meth:`load`. An :class:`Index` with such a backend builds it on the
+    first search or save, keeps it in ``backend/`` of its folder and extends it on every :meth:`Index.add`. faiss'
+    IVF, HNSW and flat indexes of omlcore-faiss are ones.
+    """
+
+    def fit(self, blocks: Callable[[], Iterable[Tensor]], n: int) -> None:
+        """Build the structure over a gallery of ``n`` rows; each call of ``blocks()`` yields them again, in order,
+        as float32 ``(B, D)`` blocks (the gallery may not fit in memory)."""
+        ...
+
+    def extend(self, blocks: Iterable[Tensor]) -> None:
+        """Append gallery rows, numbered after those already in."""
+        ...
+
+    def search_fitted(self, queries: Tensor, k: int, exclude: Exclude | None = None) -> tuple[Tensor, Tensor]:
+        """:meth:`KNNBackend.search <omlcore.protocols.KNNBackend.search>` over the rows fitted and extended."""
+        ...
+
+    def save(self, folder: Path) -> None:
+        """Write the structure into ``folder`` (it exists and is empty)."""
+        ...
+
+    def load(self, folder: Path) -> None:
+        """Read the structure that :meth:`save` wrote into ``folder``."""
+        ...
 
 
 @dataclass
@@ -93,10 +130,12 @@ class Index:
         model: what made the embeddings, e.g. ``{"name": "resnet18", "weights_sha256": ...}``; queries from another
             model are refused by :meth:`check_model`.
         config: the config that built it (kept in the manifest).
-        backend: None (exact, streamed), a registered kNN backend name or ``{"name", "args"}`` spec.
+        backend: None (exact, streamed), a registered kNN backend name or ``{"name", "args"}`` spec; a
+            :class:`PersistableKNN` one is kept in the folder.
 
     Build with :meth:`build`, grow with :meth:`add`, query with :meth:`search`, keep with :meth:`save` /
-    :meth:`load`. On a saved (or loaded) index, :meth:`add` writes a new segment to the folder under a lock.
+    :meth:`load`. On a saved (or loaded) index, :meth:`add` writes a new segment to the folder under a lock (and
+    extends the saved backend state, if any).
     """
 
     def __init__(
@@ -120,6 +159,9 @@ class Index:
         self.backend_spec: dict[str, Any] | None = _backend_spec(backend)
         self.folder: Path | None = None
         self._segments: list[_Segment] = []
+        self._knn: KNNBackend | None = None
+        self._fitted_rows: int | None = None  # the gallery rows the persistable backend holds (None: not built)
+        self._state: dict[str, Any] | None = None  # the folder's saved backend state, when it is this backend's
 
     def __len__(self) -> int:
         return sum(len(segment) for segment in self._segments)
@@ -171,14 +213,29 @@ class Index:
             return
         with locked(self.folder):
             manifest = read_manifest(self.folder, verify=False)
+            if manifest.get("backend") != self.backend_spec:
+                raise IndexFormatError(
+                    f"this index was loaded to search with backend {self.backend_spec}, its folder's is "
+                    f"{manifest.get('backend')}: load it without backend= to add items"
+                )
             self._reload(manifest)  # what other writers added meanwhile
             segment = self._segment(tensor, labels, paths, texts, ids, self._ids())
             files = _write_segment(self.folder, len(manifest["segments"]), segment)
             manifest["segments"].append({"embeddings": files[0], "items": files[1], "count": len(segment)})
             manifest["files"].update({name: file_record(self.folder / name) for name in files})
             manifest["count"] = len(self) + len(segment)
+            self._reload(manifest)
+            old_state = self._state
+            if self._save_state(self.folder, manifest):
+                manifest["files"] = {
+                    name: record
+                    for name, record in manifest["files"].items()
+                    if old_state is None or not name.startswith(f"{old_state['folder']}/")
+                }
             write_manifest(self.folder, manifest)
             self._reload(manifest)
+            if old_state is not None and old_state != self._state:
+                _remove(self.folder / old_state["folder"])
 
     def _segment(
         self,
@@ -272,6 +329,8 @@ class Index:
         exclude_ids: Any = None,
         postprocessor: Postprocessor | str | Mapping[str, Any] | Sequence[Any] | None = None,
         block_rows: int = BLOCK_ROWS,
+        dataset: Any = None,
+        gallery_dataset: Any = None,
     ) -> RetrievalResults:
         """The ``k`` nearest items of every query.
 
@@ -282,6 +341,8 @@ class Index:
             exclude_ids: int64 ``(Q,)``: an item id each query must not retrieve (itself), ``-1`` for none.
             postprocessor: re-ranks the results (:mod:`omlcore.postprocessing`); it gets the gallery in memory.
             block_rows: gallery rows per block of the streamed exact search.
+            dataset, gallery_dataset: the queries' items and the gallery's (indexed by position), for postprocessors
+                that read items (:class:`~omlcore.postprocessing.RetrievalContext`).
 
         Returns:
             :class:`~omlcore.retrieval.RetrievalResults`: ``retrieved_ids`` are gallery positions (rows of
@@ -307,6 +368,9 @@ class Index:
         if backend is None:
             knn = ExactKNN(self.metric)
             distances, positions = knn.search_stream(query_tensor, self._blocks(block_rows), width, exclude)
+        elif isinstance(backend, PersistableKNN):
+            self._fit(backend)
+            distances, positions = backend.search_fitted(query_tensor, width, exclude)
         else:
             distances, positions = backend.search(query_tensor, self._gallery_tensor(), width, exclude)
         items = self.items
@@ -332,13 +396,16 @@ class Index:
         if step is None:
             return results
         split = QueryGallerySplit(query_tensor, self._gallery_tensor(), labels, gallery_labels)
-        context = RetrievalContext(split, self.metric, backend)
+        context = RetrievalContext(split, self.metric, backend, dataset=dataset, gallery_dataset=gallery_dataset)
         return check_postprocessed(results, step.process(results, context), type(step).__name__)
 
-    def _blocks(self, block_rows: int) -> Iterator[Tensor]:
+    def _blocks(self, block_rows: int, start: int = 0) -> Iterator[Tensor]:
+        """The gallery from row ``start`` on, as float32 blocks of at most ``block_rows`` rows."""
+        offset = 0
         for segment in self._segments:
-            for start in range(0, len(segment), block_rows):
-                rows = segment.rows(start, min(start + block_rows, len(segment)))
+            first, offset = max(start - offset, 0), offset + len(segment)
+            for begin in range(first, len(segment), block_rows):
+                rows = segment.rows(begin, min(begin + block_rows, len(segment)))
                 yield torch.from_numpy(np.asarray(rows, dtype=np.float32))
 
     def _gallery_tensor(self) -> Tensor:
@@ -347,11 +414,41 @@ class Index:
     def _backend(self) -> KNNBackend | None:
         if self.backend_spec is None or self.backend_spec["name"] == "exact":
             return None
-        spec = {"name": self.backend_spec["name"], "args": {"metric": self.metric, **self.backend_spec["args"]}}
-        backend = resolve("knn_backend", spec, path="backend")
-        if not isinstance(backend, KNNBackend):
-            raise TypeError(f"backend {self.backend_spec['name']!r} is not a KNNBackend")
-        return backend
+        if self._knn is None:
+            spec = {"name": self.backend_spec["name"], "args": {"metric": self.metric, **self.backend_spec["args"]}}
+            backend = resolve("knn_backend", spec, path="backend")
+            if not isinstance(backend, KNNBackend):
+                raise TypeError(f"backend {self.backend_spec['name']!r} is not a KNNBackend")
+            self._knn = backend
+        return self._knn
+
+    def _fit(self, backend: PersistableKNN) -> None:
+        """Bring a persistable backend up to every item: its saved state loaded (else built), then extended."""
+        if self._fitted_rows is None:
+            if self._state is not None and self.folder is not None:
+                backend.load(self.folder / self._state["folder"])
+                self._fitted_rows = int(self._state["rows"])
+            else:
+                backend.fit(lambda: self._blocks(BLOCK_ROWS), len(self))
+                self._fitted_rows = len(self)
+        if self._fitted_rows < len(self):
+            backend.extend(self._blocks(BLOCK_ROWS, start=self._fitted_rows))
+            self._fitted_rows = len(self)
+
+    def _save_state(self, root: Path, manifest: dict[str, Any]) -> bool:
+        """A persistable backend's state of every item into ``root``'s ``backend/``, listed in ``manifest``."""
+        backend = self._backend()
+        if not isinstance(backend, PersistableKNN) or not len(self):
+            return False
+        self._fit(backend)
+        name = f"{BACKEND_DIR}/state-{len(manifest['segments']):05d}"
+        _remove(root / name)  # left by an interrupted add: never listed
+        (root / name).mkdir(parents=True)
+        backend.save(root / name)
+        written = sorted(path for path in (root / name).rglob("*") if path.is_file())
+        manifest["files"].update({path.relative_to(root).as_posix(): file_record(path) for path in written})
+        manifest["backend_state"] = {"folder": name, "rows": len(self)}
+        return True
 
     # --- saving and loading --------------------------------------------------------------------------------------
 
@@ -385,6 +482,7 @@ class Index:
                 "segments": segments,
                 "files": files,
             }
+            self._save_state(building, manifest)
             write_manifest(building, manifest)
         except BaseException:
             _remove(building)
@@ -395,8 +493,14 @@ class Index:
         return target
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str], verify: bool = True) -> Index:
-        """The index saved in ``folder`` (every file's size checked, and with ``verify`` its sha256)."""
+    def load(
+        cls, folder: str | os.PathLike[str], verify: bool = True, backend: str | Mapping[str, Any] | None = None
+    ) -> Index:
+        """The index saved in ``folder`` (every file's size checked, and with ``verify`` its sha256).
+
+        ``backend`` searches it with another kNN backend than the folder's (``"exact"``: the streamed exact search);
+        :meth:`add` is then refused, and :meth:`save` to another folder keeps that backend.
+        """
         path = Path(folder)
         manifest = read_manifest(path, verify=verify)
         index = cls(
@@ -405,7 +509,7 @@ class Index:
             manifest["dtype"],
             manifest.get("model"),
             manifest.get("config"),
-            manifest.get("backend"),
+            manifest.get("backend") if backend is None else backend,
         )
         index.folder = path
         index._reload(manifest)
@@ -422,6 +526,8 @@ class Index:
             items = pd.read_csv(self.folder / record["items"], dtype={"path": str, "text": str}, keep_default_na=False)
             segments.append(_Segment(items, file=self.folder / record["embeddings"]))
         self._segments = segments
+        same = manifest.get("backend") == self.backend_spec
+        self._state = dict(manifest["backend_state"]) if same and manifest.get("backend_state") else None
 
 
 def _backend_spec(backend: str | Mapping[str, Any] | None) -> dict[str, Any] | None:

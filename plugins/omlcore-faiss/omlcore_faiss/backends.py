@@ -6,12 +6,20 @@ item ``g`` skipped for query ``q`` when ``query_keys[q] == gallery_keys[g] >= 0`
 faiss cannot skip items, so each query asks for ``k`` plus the number of gallery items it may have to drop
 (queries are grouped by that depth, rounded up to a power of two), and the excluded ones are removed.
 Within the returned items, equal distances are ordered by gallery index.
+
+Each backend is also persistable (omlcore's ``omlcore.index.PersistableKNN``): ``fit`` builds its faiss index from
+gallery blocks (IVF cells trained on an evenly spaced sample of at most ``256 * nlist`` rows, then every block
+added), ``extend`` adds rows, ``search_fitted`` searches the built index, and ``save`` / ``load`` write it to and
+read it from a folder (``faiss.index``, ``faiss_index.json``). A loaded IVF index is memory-mapped: its inverted
+lists stay in the page cache, not in the process's own memory, until ``extend`` reads it whole to add to it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, cast
 
 import faiss
 import numpy as np
@@ -24,6 +32,10 @@ __all__ = ["FaissFlatKNN", "FaissHNSWKNN", "FaissIVFKNN"]
 
 Metric = Literal["l2", "cosine"]
 Exclude = Sequence[tuple[Tensor, Tensor]]
+_INDEX_FILE = "faiss.index"
+_INFO_FILE = "faiss_index.json"
+#: Training rows per IVF cell at most (faiss' own cap on what k-means uses).
+_TRAIN_PER_CELL = 256
 
 
 def _as_float32(name: str, x: Tensor, normalise: bool) -> np.ndarray:
@@ -53,19 +65,106 @@ def _excluded_counts(exclude: Exclude, n_queries: int) -> np.ndarray:
 
 
 class _FaissKNN:
-    """Shared search logic; subclasses build the index."""
+    """Shared search and persistence; subclasses make the empty index (:meth:`_new`)."""
 
     def __init__(self, metric: Metric = "l2") -> None:
         if metric not in ("l2", "cosine"):
             raise ValueError(f"metric must be 'l2' or 'cosine', got {metric!r}")
         self.metric: Metric = metric
+        self._index: faiss.Index | None = None
+        self._mapped: Path | None = None  # the file the built index is memory-mapped from (read-only)
 
     @property
     def _faiss_metric(self) -> int:
         return faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
-    def _build(self, gallery: np.ndarray) -> faiss.Index:
+    def _new(self, dim: int, n: int) -> faiss.Index:
+        """An empty index, with its search parameters, for a gallery of ``n`` rows."""
         raise NotImplementedError
+
+    def _train_rows(self, index: faiss.Index, n: int) -> int:
+        """How many gallery rows training takes (an evenly spaced sample)."""
+        return n
+
+    def _build(self, gallery: np.ndarray) -> faiss.Index:
+        index = self._new(gallery.shape[1], len(gallery))
+        if not index.is_trained:
+            index.train(gallery)
+        index.add(gallery)
+        return index
+
+    # --- omlcore.index.PersistableKNN ----------------------------------------------------------------------------
+
+    def fit(self, blocks: Callable[[], Iterable[Tensor]], n: int) -> None:
+        """Build the index over a gallery of ``n`` rows given as blocks (see the module docstring)."""
+        index: faiss.Index | None = None
+        if n < 1:
+            raise RetrievalInputError("the gallery is empty: nothing to build a faiss index of")
+        for block in blocks():
+            array = _as_float32("gallery", block, self.metric == "cosine")
+            if index is None:
+                index = self._new(array.shape[1], n)
+                if not index.is_trained:
+                    index.train(self._sample(blocks, n, self._train_rows(index, n)))
+            index.add(array)
+        if index is None or index.ntotal != n:
+            raise RetrievalInputError(f"the gallery blocks held {0 if index is None else index.ntotal} rows, not {n}")
+        self._index, self._mapped = index, None
+
+    def _sample(self, blocks: Callable[[], Iterable[Tensor]], n: int, size: int) -> np.ndarray:
+        """Rows ``0, step, 2 * step ...`` of the gallery (``size`` of them at most), read block by block."""
+        step = -(-n // max(size, 1))
+        parts, offset = [], 0
+        for block in blocks():
+            first = -offset % step
+            parts.append(_as_float32("gallery", block[first::step], self.metric == "cosine"))
+            offset += len(block)
+        return np.concatenate(parts)
+
+    def extend(self, blocks: Iterable[Tensor]) -> None:
+        """Add gallery rows after those in the built (or loaded) index."""
+        index = self._built()
+        if self._mapped is not None:  # a memory-mapped index is read-only: read it whole to add to it
+            index = self._index = faiss.read_index(str(self._mapped))
+            self._mapped = None
+        for block in blocks:
+            array = _as_float32("gallery", block, self.metric == "cosine")
+            if array.shape[1] != index.d:
+                raise RetrievalInputError(f"the index holds {index.d}-dim vectors, the new rows {array.shape[1]}")
+            index.add(array)
+
+    def search_fitted(self, queries: Tensor, k: int, exclude: Exclude | None = None) -> tuple[Tensor, Tensor]:
+        """:meth:`search` in the built (or loaded) index instead of a gallery."""
+        index = self._built()
+        return self._search(index, index.ntotal, queries, k, exclude)
+
+    def save(self, folder: Path) -> None:
+        """Write the built index to ``folder``: ``faiss.index`` and what it is (``faiss_index.json``)."""
+        index = self._built()
+        faiss.write_index(index, str(folder / _INDEX_FILE))
+        info = {"backend": type(self).__name__, "metric": self.metric, "dim": index.d, "rows": index.ntotal}
+        (folder / _INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+    def load(self, folder: Path) -> None:
+        """Read the index :meth:`save` wrote (memory-mapped where faiss can); its kind and metric must be ours."""
+        info: dict[str, Any] = json.loads((folder / _INFO_FILE).read_text(encoding="utf-8"))
+        if (info.get("backend"), info.get("metric")) != (type(self).__name__, self.metric):
+            raise RetrievalInputError(
+                f"'{folder}' holds a {info.get('backend')} index of metric {info.get('metric')!r}, not a "
+                f"{type(self).__name__} of metric {self.metric!r}: build it again with this backend"
+            )
+        path = folder / _INDEX_FILE
+        self._index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+        self._mapped = path
+        self._tune(self._index)
+
+    def _tune(self, index: faiss.Index) -> None:
+        """Set this backend's search-time parameters on a loaded index."""
+
+    def _built(self) -> faiss.Index:
+        if self._index is None:
+            raise RuntimeError(f"{type(self).__name__} has no built index: call fit or load first")
+        return self._index
 
     def _distances(self, raw: np.ndarray) -> np.ndarray:
         """faiss' squared L2 / inner products to omlcore's distances (Euclidean / ``1 - cos``)."""
@@ -74,21 +173,31 @@ class _FaissKNN:
         return np.maximum(1.0 - raw, 0.0)
 
     def search(self, queries: Tensor, gallery: Tensor, k: int, exclude: Exclude | None = None) -> tuple[Tensor, Tensor]:
+        gallery_array = _as_float32("gallery", gallery, self.metric == "cosine")
+        index = self._build(gallery_array) if len(gallery_array) and len(queries) else None
+        return self._search(index, len(gallery_array), queries, k, exclude, gallery_array.shape[1])
+
+    def _search(
+        self,
+        index: faiss.Index | None,
+        n_gallery: int,
+        queries: Tensor,
+        k: int,
+        exclude: Exclude | None,
+        dim: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The top ``k`` of ``queries`` in ``index`` (of ``n_gallery`` rows; None when there is nothing to search)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        normalise = self.metric == "cosine"
-        query_array = _as_float32("queries", queries, normalise)
-        gallery_array = _as_float32("gallery", gallery, normalise)
-        if query_array.shape[1] != gallery_array.shape[1]:
-            raise RetrievalInputError(
-                f"queries have {query_array.shape[1]} dimensions and the gallery {gallery_array.shape[1]}"
-            )
-        n_queries, n_gallery = len(query_array), len(gallery_array)
+        query_array = _as_float32("queries", queries, self.metric == "cosine")
+        dim = index.d if index is not None else dim
+        if dim is not None and query_array.shape[1] != dim:
+            raise RetrievalInputError(f"queries have {query_array.shape[1]} dimensions and the gallery {dim}")
+        n_queries = len(query_array)
         distances = np.full((n_queries, k), np.inf, dtype=np.float32)
         indices = np.full((n_queries, k), -1, dtype=np.int64)
-        if n_queries and n_gallery:
+        if index is not None and n_queries and n_gallery:
             pairs = [(qk.cpu().numpy(), gk.cpu().numpy()) for qk, gk in exclude or ()]
-            index = self._build(gallery_array)
             needed = np.minimum(k + _excluded_counts(exclude or (), n_queries), n_gallery)
             depths = np.minimum(2 ** np.ceil(np.log2(np.maximum(needed, 1))).astype(np.int64), n_gallery)
             for depth in np.unique(depths):
@@ -112,10 +221,8 @@ class _FaissKNN:
 class FaissFlatKNN(_FaissKNN):
     """Exact search with ``faiss.IndexFlatL2`` (``metric="l2"``) or ``IndexFlatIP`` on normalised vectors."""
 
-    def _build(self, gallery: np.ndarray) -> faiss.Index:
-        index = faiss.IndexFlat(gallery.shape[1], self._faiss_metric)
-        index.add(gallery)
-        return index
+    def _new(self, dim: int, n: int) -> faiss.Index:
+        return faiss.IndexFlat(dim, self._faiss_metric)
 
     def __repr__(self) -> str:
         return f"FaissFlatKNN(metric={self.metric!r})"
@@ -124,7 +231,8 @@ class FaissFlatKNN(_FaissKNN):
 class FaissIVFKNN(_FaissKNN):
     """Approximate search with ``faiss.IndexIVFFlat``: ``nlist`` k-means cells, ``nprobe`` of them searched.
 
-    The cells are trained on the gallery; ``nlist`` is capped at the gallery size.
+    The cells are trained on the gallery (at most ``256 * nlist`` evenly spaced rows of it); ``nlist`` is capped at
+    the gallery size. A saved index keeps its cells; ``nprobe`` is this backend's.
     """
 
     def __init__(self, metric: Metric = "l2", nlist: int = 100, nprobe: int = 8) -> None:
@@ -134,14 +242,18 @@ class FaissIVFKNN(_FaissKNN):
         self.nlist = nlist
         self.nprobe = nprobe
 
-    def _build(self, gallery: np.ndarray) -> faiss.Index:
-        dim, nlist = gallery.shape[1], min(self.nlist, len(gallery))
+    def _new(self, dim: int, n: int) -> faiss.Index:
+        nlist = min(self.nlist, n)
         quantizer = faiss.IndexFlat(dim, self._faiss_metric)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, self._faiss_metric)
-        index.train(gallery)
-        index.add(gallery)
-        index.nprobe = min(self.nprobe, nlist)
+        self._tune(index)
         return index
+
+    def _train_rows(self, index: faiss.Index, n: int) -> int:
+        return min(n, _TRAIN_PER_CELL * faiss.extract_index_ivf(index).nlist)
+
+    def _tune(self, index: faiss.Index) -> None:
+        faiss.extract_index_ivf(index).nprobe = min(self.nprobe, faiss.extract_index_ivf(index).nlist)
 
     def __repr__(self) -> str:
         return f"FaissIVFKNN(metric={self.metric!r}, nlist={self.nlist}, nprobe={self.nprobe})"
@@ -160,12 +272,14 @@ class FaissHNSWKNN(_FaissKNN):
         self.ef_search = ef_search
         self.ef_construction = ef_construction
 
-    def _build(self, gallery: np.ndarray) -> faiss.Index:
-        index = faiss.IndexHNSWFlat(gallery.shape[1], self.M, self._faiss_metric)
+    def _new(self, dim: int, n: int) -> faiss.Index:
+        index = faiss.IndexHNSWFlat(dim, self.M, self._faiss_metric)
         index.hnsw.efConstruction = self.ef_construction
-        index.add(gallery)
-        index.hnsw.efSearch = self.ef_search
+        self._tune(index)
         return index
+
+    def _tune(self, index: faiss.Index) -> None:
+        cast(faiss.IndexHNSWFlat, index).hnsw.efSearch = self.ef_search
 
     def __repr__(self) -> str:
         return (
