@@ -58,7 +58,7 @@ def test_an_item_with_few_candidates_gets_fewer_pairs() -> None:
 
 def test_bad_inputs_are_named() -> None:
     embeddings = torch.randn(4, 3)
-    with pytest.raises(ValueError, match="top_n=4 neighbours per item, but there are only 4 items .* at most 3"):
+    with pytest.raises(ValueError, match=r"top_n=4 neighbours per item, but there are only 4 items .* at most 3"):
         mine_neighbour_pairs(embeddings, [0, 0, 1, 1], 4)
     with pytest.raises(ValueError, match=r"top_n must be >= 1, got 0"):
         mine_neighbour_pairs(embeddings, [0, 0, 1, 1], 0)
@@ -98,11 +98,11 @@ def test_pair_batches_cover_every_pair_each_epoch_seeded() -> None:
     assert len(sampler) == 3 and sampler.batch_size == 4
     epoch_0 = list(sampler)
     assert all(len(batch) == 4 for batch in epoch_0)
-    drawn = sum(epoch_0, [])
+    drawn = [i for batch in epoch_0 for i in batch]
     assert len(drawn) == 12 and set(drawn) == set(range(10))  # every pair, and two of them again to fill a batch
     assert list(sampler) == epoch_0 == list(PairBatchSampler(10, 4, seed=1))
     sampler.set_epoch(1)
-    assert list(sampler) != epoch_0 and set(sum(list(sampler), [])) == set(range(10))
+    assert list(sampler) != epoch_0 and {i for batch in sampler for i in batch} == set(range(10))
     assert list(PairBatchSampler(10, 4, seed=2)) != epoch_0
 
 
