@@ -17,7 +17,7 @@ travels in a framework-neutral :class:`FitJob`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -25,6 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset
+
+from omlcore.tracking import Tracker
 
 __all__ = [
     "Extractor",
@@ -396,6 +398,10 @@ class FitJob:
         resume: a checkpoint of this runner to continue from (None: start fresh).
         on_epoch: called after each epoch, in every process, once the epoch's checkpoint is written, with its
             record: ``epoch`` (0-based), ``loss``, the loss's statistics and the flat validation metrics.
+        callbacks: the config's ``callbacks``, built (the torch runner's :mod:`omlcore_torch.callbacks`, which the
+            Lightning runner turns into Lightning's, or the runner's own framework's callbacks).
+        tracker: the experiment loggers, empty in the processes that do not log; the runner logs the loss per step
+            and the metrics per epoch into them (or into its framework's loggers attached to the same runs).
     """
 
     model: nn.Module
@@ -410,6 +416,8 @@ class FitJob:
     checkpoint_dir: Path
     resume: Path | None
     on_epoch: Callable[[dict[str, float]], None]
+    callbacks: Sequence[Any] = ()
+    tracker: Tracker = field(default_factory=Tracker)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters that need gradients: the model's, then a trainable loss's."""
@@ -424,6 +432,9 @@ class Runner(Protocol):
     Under a distributed launcher every process runs the pipeline: the collective steps (training, evaluation,
     inference) run everywhere, while only the primary process (:meth:`is_primary`) prints and writes the run
     folder, whose path every process learns through :meth:`share_run_dir`.
+
+    Optional: ``check_callbacks(callbacks)``, which the train pipeline calls before the run folder exists, raises a
+    TypeError naming a callback the runner cannot use and what to use instead.
 
     Attributes:
         epochs: training epochs in total (a resumed run counts the epochs done).

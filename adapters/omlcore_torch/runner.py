@@ -11,7 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,6 +90,7 @@ class TorchRunner:
         precision: ``32``, or mixed precision: ``16-mixed`` (CUDA) / ``bf16-mixed`` (CPU).
         grad_clip_norm: clip the gradients' global norm to this value.
         scheduler_interval: step the scheduler every ``epoch`` or every ``step``.
+        log_every_n_steps: how often the loss is logged to the experiment loggers (the config's ``logger``).
         progress: progress bars.
     """
 
@@ -102,6 +103,7 @@ class TorchRunner:
         precision: Precision = "32",
         grad_clip_norm: float | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
+        log_every_n_steps: int = 50,
         progress: bool = True,
     ) -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -112,7 +114,10 @@ class TorchRunner:
         self.device = join_torchrun_group(resolve_device(device))
         self.precision = precision
         self.grad_clip_norm = grad_clip_norm
+        if isinstance(log_every_n_steps, bool) or not isinstance(log_every_n_steps, int) or log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps must be a positive integer, got {log_every_n_steps!r}")
         self.scheduler_interval = scheduler_interval
+        self.log_every_n_steps = log_every_n_steps
         self.progress = progress
 
     def fit(self, job: FitJob) -> None:
@@ -137,8 +142,19 @@ class TorchRunner:
             checkpoint_dir=job.checkpoint_dir,
             resume=job.resume,
             progress=self.progress,
-            callbacks=[_EpochRecords(job)],
+            callbacks=[*job.callbacks, _EpochRecords(job)],
+            loggers=job.tracker,
+            log_every_n_steps=self.log_every_n_steps,
         )
+
+    def check_callbacks(self, callbacks: Sequence[object]) -> None:
+        """A TypeError for a callback that is not an :class:`omlcore_torch.callbacks.Callback` (a Lightning one)."""
+        for callback in callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(
+                    f"the torch runner takes omlcore's callbacks (early_stopping, top_k_checkpoints, lr_monitor, "
+                    f"freeze_backbone, or an omlcore_torch.callbacks.Callback), not {type(callback).__name__}"
+                )
 
     def evaluate(
         self, model: nn.Module, dataset: Dataset[Any], metric: MetricAccumulator, batch_size: int, num_workers: int

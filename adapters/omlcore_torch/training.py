@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from omlcore.keys import IMAGES, LABELS
 from omlcore.protocols import Loss, MetricAccumulator
+from omlcore.tracking import ExperimentLogger, Tracker, as_tracker
 from omlcore_torch.callbacks import Callback, FitState, run_callbacks
 from omlcore_torch.checks import check_loss, check_optimizer_covers
 from omlcore_torch.distributed import rank_and_world_size, shard_train_loader
@@ -148,6 +149,8 @@ def fit(
     resume: str | os.PathLike[str] | None = None,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
+    loggers: Tracker | Sequence[ExperimentLogger] | None = None,
+    log_every_n_steps: int = 50,
     input_key: str = IMAGES,
     labels_key: str = LABELS,
 ) -> list[dict[str, float]]:
@@ -180,7 +183,12 @@ def fit(
         resume: a checkpoint of :func:`fit` to continue from; ``epochs`` is the total, including the epochs done.
         progress: a progress bar per epoch with the running loss and the last metrics (rank 0 only).
         callbacks: :class:`~omlcore_torch.callbacks.Callback` objects, called at the start and end of training and
-            of each epoch, after validation and after each checkpoint.
+            of each epoch, after each step, after validation and after each checkpoint.
+        loggers: :class:`~omlcore.tracking.ExperimentLogger` objects (or a :class:`~omlcore.tracking.Tracker`),
+            written by process 0 only: ``train/loss`` and ``train/<statistic>`` every ``log_every_n_steps`` steps,
+            and after each epoch ``epoch``, ``train/loss_epoch`` and the flat validation metrics, at the global step
+            (the optimizer steps done). A logger that fails warns once and training goes on. ``fit`` flushes them
+            (``save``) after every epoch but does not finalize them: the caller does, once the run is over.
     """
     check_loss(loss)
     check_optimizer_covers(loss, optimizer)
@@ -194,6 +202,8 @@ def fit(
         raise ValueError("pass both val_dataset and metrics to validate, or neither")
     if validate_untrained and val_dataset is None:
         raise ValueError("validate_untrained needs val_dataset and metrics")
+    if log_every_n_steps < 1:
+        raise ValueError(f"log_every_n_steps must be at least 1, got {log_every_n_steps}")
     foreign = [type(c).__name__ for c in callbacks if not isinstance(c, Callback)]
     if foreign:
         raise TypeError(f"callbacks must subclass omlcore_torch.callbacks.Callback; got {', '.join(foreign)}")
@@ -207,12 +217,18 @@ def fit(
 
     rank, world_size = rank_and_world_size()
     trainable = _ModelWithLoss(model, loss).to(target)
-    step_module: nn.Module = trainable
-    if world_size > 1:
+
+    def wrap() -> nn.Module:
+        """DDP over the parameters that require gradients now (built again when a callback freezes or unfreezes)."""
+        if world_size == 1:
+            return trainable
         device_ids = None
         if target.type == "cuda":
             device_ids = [target.index if target.index is not None else torch.cuda.current_device()]
-        step_module = DistributedDataParallel(trainable, device_ids=device_ids)
+        return DistributedDataParallel(trainable, device_ids=device_ids)
+
+    step_module, wrapped_for = wrap(), _requires_grad(trainable)
+    if world_size > 1:
         train_loader = shard_train_loader(train_loader)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
 
@@ -220,7 +236,21 @@ def fit(
     start_epoch = 0
     if resume is not None:
         start_epoch, history = _restore(resume, model, loss, optimizer, scheduler, scaler, rank)
-    state = FitState(model, loss, optimizer, scheduler, epochs, start_epoch, history, rank, world_size)
+    tracker = as_tracker(loggers) if rank == 0 else Tracker()
+    state = FitState(
+        model,
+        loss,
+        optimizer,
+        scheduler,
+        epochs,
+        start_epoch,
+        history,
+        rank,
+        world_size,
+        global_step=start_epoch * len(train_loader),
+        tracker=tracker,
+        log_every_n_steps=log_every_n_steps,
+    )
     run_callbacks(callbacks, "on_fit_start", state)
 
     def validate() -> dict[str, float]:
@@ -245,9 +275,12 @@ def fit(
         state.epoch = -1
         last_metrics = validate()
         history.append({"epoch": -1, **last_metrics})
+        tracker.log_metrics({"epoch": -1, **last_metrics}, state.global_step)
     for epoch in range(start_epoch, epochs):
         state.epoch = epoch
         run_callbacks(callbacks, "on_epoch_start", state)
+        if world_size > 1 and _requires_grad(trainable) != wrapped_for:
+            step_module, wrapped_for = wrap(), _requires_grad(trainable)
         started = time.perf_counter()
         _set_epoch(train_loader, epoch)
         trainable.train()
@@ -266,9 +299,15 @@ def fit(
                 scaler.update()
                 if scheduler is not None and scheduler_interval == "step":
                     scheduler.step()
-                total, steps = total + float(value.detach()), steps + 1
+                step_values = {"loss": float(value.detach())}
                 for name, stat in getattr(loss, "last_logs", {}).items():
-                    logs[name] = logs.get(name, 0.0) + float(stat)
+                    step_values[name] = float(stat)
+                    logs[name] = logs.get(name, 0.0) + step_values[name]
+                total, steps = total + step_values["loss"], steps + 1
+                state.global_step += 1
+                if tracker and state.global_step % log_every_n_steps == 0:
+                    tracker.log_metrics({f"train/{k}": v for k, v in step_values.items()}, state.global_step)
+                run_callbacks(callbacks, "on_step_end", state, step_values)
                 if not bar.disable:
                     bar.set_postfix({"loss": total / steps, **last_metrics}, refresh=False)
                 bar.update()
@@ -303,10 +342,18 @@ def fit(
             if world_size > 1:
                 dist.barrier()  # every process's hook sees the written file
             run_callbacks(callbacks, "on_checkpoint", state, path)
+        tracker.log_metrics({"epoch": epoch, "train/loss_epoch": record["loss"], **last_metrics}, state.global_step)
         run_callbacks(callbacks, "on_epoch_end", state, record)
-    state.epoch = epochs
+        tracker.save()
+        if state.should_stop:
+            break
+    state.epoch = len([record for record in history if record["epoch"] >= 0])
     run_callbacks(callbacks, "on_fit_end", state)
     return history
+
+
+def _requires_grad(module: nn.Module) -> tuple[bool, ...]:
+    return tuple(p.requires_grad for p in module.parameters())
 
 
 def _grad_scaler(device_type: str, enabled: bool) -> Any:

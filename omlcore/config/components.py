@@ -54,6 +54,7 @@ INJECTED: dict[str, tuple[str, ...]] = {
     "sampler": ("labels",),
     "optimizer": ("params",),
     "scheduler": ("optimizer",),
+    "logger": ("run_dir",),
 }
 #: Kind -> keyword arguments the pipelines pass when the component takes them (``label2category`` from the CSV).
 PROVIDED: dict[str, tuple[str, ...]] = {"sampler": ("label2category",)}

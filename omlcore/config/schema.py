@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 __all__ = ["OPTIONS", "PIPELINES", "SECTIONS", "Option", "Pipeline", "option"]
 
-Pipeline = Literal["train", "validate", "predict"]
+Pipeline = Literal["train", "validate", "predict", "train_reranker"]
 #: The pipelines a config drives.
-PIPELINES: tuple[Pipeline, ...] = ("train", "validate", "predict")
+PIPELINES: tuple[Pipeline, ...] = ("train", "validate", "predict", "train_reranker")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ OPTIONS: tuple[Option, ...] = (
         (str, _NONE),
         None,
         "extractor weights to load: a run folder, its `checkpoints/extractor.pt`, a torch or Lightning checkpoint",
+        required=("train_reranker",),
     ),
     Option("validate_untrained", (bool,), True, "train: validate (and print) the model before training too"),
     Option(
@@ -126,6 +127,20 @@ OPTIONS: tuple[Option, ...] = (
         "in order); the metrics are then reported before and after (`postprocessed/OVERALL/cmc/1`)",
         kind="postprocessor",
     ),
+    Option(
+        "logger",
+        (dict, list, _NONE),
+        {"name": "csv", "args": {}},
+        "train, validate: experiment logger(s): `csv`, `tensorboard`, `mlflow`, `wandb` ...; one or a list; null: none",
+        kind="logger",
+    ),
+    Option(
+        "callbacks",
+        (list, _NONE),
+        None,
+        "train: training callbacks (`early_stopping`, `top_k_checkpoints`, `lr_monitor`, `freeze_backbone` ...)",
+        kind="callback",
+    ),
     _component(
         "runner",
         "runner",
@@ -154,6 +169,33 @@ OPTIONS: tuple[Option, ...] = (
         (bool,),
         False,
         "predict: an unreadable file of an image folder stops the run (default: it is listed and left out)",
+    ),
+    _component(
+        "reranker.model",
+        "extractor",
+        None,
+        "train-reranker: the pairwise model (`pairwise_concat`, `pairwise_features`) trained on top of the extractor",
+        required=("train_reranker",),
+    ),
+    Option("reranker.top_n", (int,), 5, "train-reranker: items re-scored per query by the validation's re-ranker"),
+    Option(
+        "reranker.mine_top_n",
+        (int, _NONE),
+        None,
+        "train-reranker: nearest others paired with each training image (positives, hard negatives); null: top_n",
+    ),
+    Option("reranker.batch_size", (int,), 64, "train-reranker: pairs per training batch"),
+    Option(
+        "reranker.backbone_from_checkpoint",
+        (bool,),
+        False,
+        "train-reranker: start the pairwise model's backbone from the `checkpoint` weights (same architecture)",
+    ),
+    Option(
+        "reranker.embeddings_cache",
+        (str, _NONE),
+        None,
+        "train-reranker: folder of the cached training embeddings; null: the run folder's `cache/`",
     ),
 )
 
