@@ -6,14 +6,17 @@ CONFIG is a YAML file or the name of a shipped config (``omlcore train glyphs``)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from omlcore import __version__
 from omlcore.errors import OmlcoreError, PluginLoadWarning, RunInterrupted
+from omlcore.tracking import TrackingWarning
 
 __all__ = ["main"]
 
@@ -34,6 +37,7 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"omlcore {__version__}")
+    _add_verbosity(parser, logging.INFO)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     plugins = commands.add_parser(
         "plugins",
@@ -55,6 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
         )
         pipeline.add_argument("config", help="a YAML config file, or a shipped config by name (e.g. glyphs)")
         pipeline.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override config keys")
+        _add_verbosity(pipeline, argparse.SUPPRESS)
         pipeline.set_defaults(handler=_cmd_pipeline, pipeline=name)
     return parser
 
@@ -160,8 +165,61 @@ def _print_table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...] | None
         print("  " + "  ".join([*cells, row[-1]]).rstrip())
 
 
-def _show_plugin_warning(message: warnings.WarningMessage) -> None:
-    print(f"warning: {message.message}", file=sys.stderr)
+def _add_verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
+    """``-v/--verbose`` (debug messages too) and ``-q/--quiet`` (warnings and errors only)."""
+    group = parser.add_mutually_exclusive_group()
+    for flags, level, what in (
+        (("-v", "--verbose"), logging.DEBUG, "debug messages too"),
+        (("-q", "--quiet"), logging.WARNING, "warnings and errors only"),
+    ):
+        group.add_argument(*flags, dest="verbosity", action="store_const", const=level, default=default, help=what)
+
+
+class _ConsoleHandler(logging.Handler):
+    """omlcore's log records on the console, around tqdm's progress bars: warnings and errors to stderr
+    (``warning: ...``), the rest to stdout."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.WARNING:
+                tqdm.write(f"{record.levelname.lower()}: {message}", file=sys.stderr)
+            else:
+                tqdm.write(message, file=sys.stdout)
+        except Exception:
+            self.handleError(record)
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """A warning, shown when it is raised: omlcore's own (plugins, experiment loggers) as ``warning: <message>``."""
+    from tqdm.auto import tqdm
+
+    if issubclass(category, PluginLoadWarning | TrackingWarning):
+        text = f"warning: {message}"
+    else:
+        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+    tqdm.write(text, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _console(level: int) -> Iterator[None]:
+    """While a command runs: the ``omlcore`` loggers printed from ``level`` on, and warnings shown as they happen."""
+    logger = logging.getLogger("omlcore")
+    handler, previous = _ConsoleHandler(level), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", PluginLoadWarning)
+            warnings.showwarning = _show_warning
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,25 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", PluginLoadWarning)
-            try:
-                status: int = args.handler(args)
-            except OmlcoreError as error:
-                status = 2
-                print(f"error: {error}", file=sys.stderr)
-            except KeyboardInterrupt as interrupted:
-                status = 130  # as a shell reports a process ended by SIGINT
-                if not isinstance(interrupted, RunInterrupted):  # a run has printed where it is and how to resume
-                    print("\ninterrupted", file=sys.stderr)
-    finally:  # shown once the recording is over: showing them inside it would record them again, forever
-        for message in caught:
-            if issubclass(message.category, PluginLoadWarning):
-                _show_plugin_warning(message)
-            else:
-                warnings.showwarning(
-                    message.message, message.category, message.filename, message.lineno, message.file, message.line
-                )
+    with _console(args.verbosity):
+        try:
+            status: int = args.handler(args)
+        except OmlcoreError as error:
+            status = 2
+            print(f"error: {error}", file=sys.stderr)
+        except KeyboardInterrupt as interrupted:
+            status = 130  # as a shell reports a process ended by SIGINT
+            if not isinstance(interrupted, RunInterrupted):  # a run has printed where it is and how to resume
+                print("\ninterrupted", file=sys.stderr)
     return status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import pickle
@@ -18,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from omlcore.config import Config, ConfigError, build_component, load_config
 from omlcore.config.schema import Pipeline
 from omlcore.postprocessing import build_postprocessor
 from omlcore.protocols import Postprocessor, Runner
+
+_log = logging.getLogger("omlcore.pipelines")
 
 __all__ = [
     "BEST_CHECKPOINT",
@@ -122,10 +124,11 @@ class RunFolder:
         return self.path / CHECKPOINTS
 
     def log(self, message: str = "") -> None:
-        """Print ``message`` and append it to ``log.txt`` (the primary process only)."""
+        """Append ``message`` to ``log.txt`` and log it (logger ``omlcore.pipelines``, level INFO, which the CLI
+        prints; quiet in a library), in the primary process only."""
         if not self.primary:
             return
-        tqdm.write(message)
+        _log.info(message)
         with (self.path / "log.txt").open("a", encoding="utf-8") as log:
             log.write(message + "\n")
 

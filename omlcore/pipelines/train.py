@@ -38,7 +38,8 @@ from omlcore.pipelines.common import (
     seed_everything,
 )
 from omlcore.pipelines.resume import find_resume
-from omlcore.pipelines.visuals import save_visualisations
+from omlcore.pipelines.tracking import build_callbacks, finalizing, open_tracker
+from omlcore.pipelines.visuals import save_visualisations, worst_query_grids
 from omlcore.protocols import FitJob
 
 __all__ = ["TrainResult", "train"]
@@ -115,6 +116,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
         on_epoch=lambda record: None,
     )
     _try_optimizer(job)
+    job.callbacks = build_callbacks(config, runner)
     if val_set is not None:
         _check_declared_metric(config, metric, val_set, source)
 
@@ -128,57 +130,65 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
         run.log(f"omlcore train: {config.source or config.name} -> {run.path}")
     run.log(f"data: {len(train_set)} training images, {len(val_set) if val_set else 0} validation images ({csv_path})")
 
-    def evaluate() -> dict[str, float]:
-        assert val_set is not None and metric is not None
-        return flat_scalars(runner.evaluate(model, val_set, metric, batch_size, num_workers))
+    job.tracker = open_tracker(config, run)
+    with finalizing(job.tracker) as tracker:
 
-    best = _BestEpoch(config, run, model, source) if val_set is not None else None
-    untrained: dict[str, float] = {}
-    if val_set is not None and config["validate_untrained"] and resume is None:
-        untrained = evaluate()
-        run.log(f"\nValidation of the untrained model:\n{format_table({'untrained': untrained})}\n")
-        if best is not None:
-            best.check(untrained)  # an unknown metric name stops the run before training
+        def evaluate() -> dict[str, float]:
+            assert val_set is not None and metric is not None
+            return flat_scalars(runner.evaluate(model, val_set, metric, batch_size, num_workers))
 
-    previous = _previous_history(run.path, source) if resume is not None and resume.folder is not None else []
-    history: dict[int, dict[str, float]] = {int(record["epoch"]): record for record in previous}
+        best = _BestEpoch(config, run, model, source) if val_set is not None else None
+        untrained: dict[str, float] = {}
+        if val_set is not None and config["validate_untrained"] and resume is None:
+            untrained = evaluate()
+            tracker.log_metrics({"epoch": -1, **untrained}, 0)
+            run.log(f"\nValidation of the untrained model:\n{format_table({'untrained': untrained})}\n")
+            if best is not None:
+                best.check(untrained)  # an unknown metric name stops the run before training
 
-    def on_epoch(record: dict[str, float]) -> None:
-        epoch = int(record["epoch"])
-        for stale in [e for e in history if e >= epoch]:
-            del history[stale]
-        history[epoch] = record
-        run.write_records("metrics", [history[e] for e in sorted(history)])
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k in ("loss", "OVERALL/cmc/1"))
-        run.log(f"epoch {epoch + 1}/{runner.epochs}: {shown}")
-        if best is not None:
-            best.update(record, [history[e] for e in sorted(history) if e < epoch])
+        previous = _previous_history(run.path, source) if resume is not None and resume.folder is not None else []
+        history: dict[int, dict[str, float]] = {int(record["epoch"]): record for record in previous}
 
-    job.checkpoint_dir, job.on_epoch = run.checkpoints, on_epoch
-    try:
-        runner.fit(job)
-    except KeyboardInterrupt:
-        done = max(history, default=-1) + 1
-        message = (
-            f"interrupted after {done} of {runner.epochs} epochs; the run is in {run.path}. Continue it with: "
-            f"omlcore train {run.path / run.config_name} resume={run.path}"
-        )
-        run.log(f"\n{message}")
-        raise RunInterrupted(message) from None
-    run.save_weights(EXTRACTOR_CHECKPOINT, model)
+        def on_epoch(record: dict[str, float]) -> None:
+            epoch = int(record["epoch"])
+            for stale in [e for e in history if e >= epoch]:
+                del history[stale]
+            history[epoch] = record
+            run.write_records("metrics", [history[e] for e in sorted(history)])
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k in ("loss", "OVERALL/cmc/1"))
+            run.log(f"epoch {epoch + 1}/{runner.epochs}: {shown}")
+            if best is not None:
+                best.update(record, [history[e] for e in sorted(history) if e < epoch])
 
-    trained: dict[str, float] = {}
-    if val_set is not None and metric is not None:
-        trained = evaluate()
-        columns = {"untrained": untrained, "trained": trained} if untrained else {"trained": trained}
-        run.log(f"\nValidation ({len(val_set)} images, every one a query and / or gallery item):")
-        run.log(format_table(columns))
-        run.write_json("validation.json", columns)
-        written = save_visualisations(config, metric, val_set, run.path / "retrieval") if run.primary else []
-        if written:
-            run.log(f"\nworst queries: {', '.join(str(p.relative_to(run.path)) for p in written)}")
-    run.log(f"\nrun folder: {run.path}")
-    return TrainResult(run.path, [history[e] for e in sorted(history)], untrained, trained)
+        job.checkpoint_dir, job.on_epoch = run.checkpoints, on_epoch
+        try:
+            runner.fit(job)
+        except KeyboardInterrupt:
+            done = max(history, default=-1) + 1
+            message = (
+                f"interrupted after {done} of {runner.epochs} epochs; the run is in {run.path}. Continue it with: "
+                f"omlcore train {run.path / run.config_name} resume={run.path}"
+            )
+            run.log(f"\n{message}")
+            raise RunInterrupted(message) from None
+        run.save_weights(EXTRACTOR_CHECKPOINT, model)
+
+        trained: dict[str, float] = {}
+        if val_set is not None and metric is not None:
+            trained = evaluate()
+            columns = {"untrained": untrained, "trained": trained} if untrained else {"trained": trained}
+            run.log(f"\nValidation ({len(val_set)} images, every one a query and / or gallery item):")
+            run.log(format_table(columns))
+            run.write_json("validation.json", columns)
+            written = save_visualisations(config, metric, val_set, run.path / "retrieval") if run.primary else []
+            if written:
+                run.log(f"\nworst queries: {', '.join(str(p.relative_to(run.path)) for p in written)}")
+            if tracker:
+                tracker.log_images(worst_query_grids(config, metric, val_set), len(history))
+        if tracker and (run.checkpoints / BEST_CHECKPOINT).is_file():
+            tracker.log_artifact(run.checkpoints / BEST_CHECKPOINT)
+        run.log(f"\nrun folder: {run.path}")
+        return TrainResult(run.path, [history[e] for e in sorted(history)], untrained, trained)
 
 
 def _builder(kind: str, spec: Mapping[str, Any], source: str | None) -> Callable[[Any], Any]:

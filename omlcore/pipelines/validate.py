@@ -3,7 +3,7 @@
 The extractor is any config extractor: untrained, from the zoo (``{name: pretrained, args: {name: vits16_sop}}`` or
 ``args: {weights: ...}``), or with the weights of ``checkpoint`` (a training run's folder or checkpoint file). The run
 folder gets ``config.yaml``, ``log.txt``, ``metrics.json`` (flat and nested metrics) and ``retrieval/`` (grids of the
-worst queries); the metric table is printed.
+worst queries); the metric table is printed, and the metrics and grids go to the experiment loggers (``logger``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from omlcore.pipelines.common import (
     prepare,
     seed_everything,
 )
-from omlcore.pipelines.visuals import save_visualisations
+from omlcore.pipelines.tracking import finalizing, open_tracker
+from omlcore.pipelines.visuals import save_visualisations, worst_query_grids
 
 __all__ = ["ValidateResult", "validate"]
 
@@ -50,18 +51,22 @@ def validate(config: ConfigSource, overrides: Sequence[str] = ()) -> ValidateRes
     model = load_extractor(config, runner)
     metric = build_metric(config, dataset)
     run = RunFolder.create(config, "validate", runner)  # after every check: a failed run leaves no folder
-    run.log(f"omlcore validate: {config.source or config.name} -> {run.path}")
-    results = runner.evaluate(model, dataset, metric, config["dataset.batch_size"], config["dataset.num_workers"])
-    metrics = flat_scalars(results)
-    weights = config["checkpoint"] or "the config's weights"
-    run.log(f"\nValidation of {config['extractor.name']} ({weights}) on {len(dataset)} images of {csv_path}:")
-    run.log(format_table({"value": metrics}))
-    run.write_json("metrics.json", {"flat": metrics, "nested": _nested(results)})
-    written = save_visualisations(config, metric, dataset, run.path / "retrieval") if run.primary else []
-    if written:
-        run.log(f"\nworst queries: {', '.join(str(p.relative_to(run.path)) for p in written)}")
-    run.log(f"\nrun folder: {run.path}")
-    return ValidateResult(run.path, metrics)
+    with finalizing(open_tracker(config, run)) as tracker:
+        run.log(f"omlcore validate: {config.source or config.name} -> {run.path}")
+        results = runner.evaluate(model, dataset, metric, config["dataset.batch_size"], config["dataset.num_workers"])
+        metrics = flat_scalars(results)
+        weights = config["checkpoint"] or "the config's weights"
+        run.log(f"\nValidation of {config['extractor.name']} ({weights}) on {len(dataset)} images of {csv_path}:")
+        run.log(format_table({"value": metrics}))
+        run.write_json("metrics.json", {"flat": metrics, "nested": _nested(results)})
+        written = save_visualisations(config, metric, dataset, run.path / "retrieval") if run.primary else []
+        if written:
+            run.log(f"\nworst queries: {', '.join(str(p.relative_to(run.path)) for p in written)}")
+        if tracker:
+            tracker.log_metrics(metrics, 0)
+            tracker.log_images(worst_query_grids(config, metric, dataset), 0)
+        run.log(f"\nrun folder: {run.path}")
+        return ValidateResult(run.path, metrics)
 
 
 def _nested(results: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The ``torch`` plugin registers the pipelines' ``torch`` runner, the experiment loggers and the training callbacks,
-and registering them imports nothing."""
+"""The ``torch`` plugin registers the pipelines' ``torch`` runner and the training callbacks, and registering them
+imports nothing."""
 
 from __future__ import annotations
 
@@ -14,14 +14,12 @@ from omlcore_torch.runner import TorchRunner
 def test_hookimpls_match_the_hookspecs(hookimpl_counts: Callable[[object, str], dict[str, int]]) -> None:
     assert hookimpl_counts(torch_plugin, "torch") == {
         "register_runners": 1,
-        "register_loggers": 1,
         "register_callbacks": 1,
     }
 
 
-def test_registers_the_torch_runner_loggers_and_callbacks() -> None:
+def test_registers_the_torch_runner_and_callbacks() -> None:
     registry = registry_of([("torch", torch_plugin)])
-    assert registry.names("logger") == sorted(torch_plugin.LOGGERS)
     assert registry.names("callback") == sorted(torch_plugin.CALLBACKS)
     [entry] = registry.entries(kind="runner")
     assert (entry.kind, entry.name, entry.plugin, entry.requires) == ("runner", "torch", "torch", ())
@@ -50,4 +48,4 @@ def test_loading_the_plugin_imports_no_torch_and_the_adapter_imports_lazily(pyth
         print(json.dumps(listed))
         """
     )
-    assert result == {"entries": 12, "torch": False, "torch_after_package": False, "fit": "omlcore_torch.training"}
+    assert result == {"entries": 5, "torch": False, "torch_after_package": False, "fit": "omlcore_torch.training"}
