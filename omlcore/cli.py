@@ -60,7 +60,7 @@ def _build_parser() -> argparse.ArgumentParser:
         pipeline.add_argument("config", help="a YAML config file, or a shipped config by name (e.g. glyphs)")
         pipeline.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override config keys")
         _add_verbosity(pipeline, argparse.SUPPRESS)
-        pipeline.set_defaults(handler=_cmd_pipeline, pipeline=name)
+        pipeline.set_defaults(handler=_cmd_pipeline, pipeline=name.replace("-", "_"))
     return parser
 
 
@@ -68,6 +68,7 @@ _PIPELINES = {
     "train": "train an extractor, validating every epoch (checkpoints, resume, metrics, retrieval grids)",
     "validate": "validate an extractor (zoo, checkpoint or untrained) on a CSV: a metric table, JSON, grids",
     "predict": "embed a CSV or an image folder and write each item's nearest neighbours (JSON + CSV)",
+    "train-reranker": "train a pairwise re-ranker on a trained extractor's hard pairs (metrics before / after it)",
 }
 _PIPELINE_EPILOG = """\
 examples:
@@ -76,6 +77,7 @@ examples:
   omlcore train my.yaml resume=runs/train-my-20260101-120000
   omlcore validate my.yaml checkpoint=runs/train-my-20260101-120000
   omlcore predict my.yaml predict.data=images/ checkpoint=runs/train-my-20260101-120000
+  omlcore train-reranker glyphs_reranker checkpoint=runs/train-glyphs-20260101-120000
 
 Overrides are YAML values (3, null, [1, 5], "{name: adam, args: {lr: 0.01}}"); every key is in docs/config.md.
 """

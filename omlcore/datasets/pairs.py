@@ -79,7 +79,7 @@ def mine_neighbour_pairs(
     if embeddings.dim() != 2:
         raise ValueError(f"embeddings must be (N, D), got shape {tuple(embeddings.shape)}")
     n = len(embeddings)
-    label_tensor = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    label_tensor = torch.tensor(np.asarray(labels), dtype=torch.long)
     if label_tensor.shape != (n,):
         raise ValueError(f"labels must be ({n},), one per embedding, got shape {tuple(label_tensor.shape)}")
     top_n = _check_int("mine_neighbour_pairs", "top_n", top_n, 1)
@@ -91,7 +91,7 @@ def mine_neighbour_pairs(
     ids = torch.arange(n)
     exclude = [(ids, ids)]
     if sequences is not None:
-        codes = torch.as_tensor(np.asarray(sequences), dtype=torch.long)
+        codes = torch.tensor(np.asarray(sequences), dtype=torch.long)
         if codes.shape != (n,):
             raise ValueError(f"sequences must be ({n},), one per embedding, got shape {tuple(codes.shape)}")
         exclude.append((codes, codes))

@@ -1,9 +1,10 @@
-"""The configs shipped with omlcore, as YAML files: ``glyphs`` (the embedded default data) and OML's recipes for its
-four benchmark datasets. ``omlcore train <name>`` runs one by name; the Config API itself is :mod:`omlcore.config`.
+"""The configs shipped with omlcore, as YAML files: ``glyphs`` (the embedded default data), ``glyphs_reranker`` (a
+trained re-ranker on top of it, ``omlcore train-reranker``) and OML's recipes for its four benchmark datasets.
+``omlcore train <name>`` runs one by name; the Config API itself is :mod:`omlcore.config`.
 
 >>> from omlcore.recipes import recipe_names, load_recipe
 >>> recipe_names()
-['cars', 'cub', 'glyphs', 'inshop', 'sop']
+['cars', 'cub', 'glyphs', 'glyphs_reranker', 'inshop', 'sop']
 >>> load_recipe("cub")["extractor"]["args"]["weights"]
 'vits16_dino'
 """

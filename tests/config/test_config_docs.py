@@ -25,7 +25,7 @@ def table_keys(heading: str) -> list[str]:
 def test_every_schema_key_is_documented_once_and_nothing_else() -> None:
     documented = [
         key
-        for heading in ("## Keys", "### `dataset`", "### `visualization`", "### `predict`")
+        for heading in ("## Keys", "### `dataset`", "### `visualization`", "### `predict`", "### `reranker`")
         for key in table_keys(heading)
     ]
     assert sorted(documented) == sorted(option.key for option in OPTIONS)
@@ -45,7 +45,7 @@ def test_documented_defaults_match_the_schema() -> None:
         assert row is not None, option.key
         shown = row.group(1).strip()
         if option.default is None:
-            assert shown in ("null", "required", "required to train"), (option.key, shown)
+            assert shown in ("null", "required", "required to train", "required to train-reranker"), (option.key, shown)
         elif isinstance(option.default, dict):
             assert f"name: {option.default['name']}" in shown, (option.key, shown)
         else:
