@@ -56,8 +56,8 @@ from omlcore.retrieval.validation import as_embeddings, as_int_keys, check_finit
 __all__ = ["Index", "IndexDtype", "PersistableKNN"]
 
 IndexDtype = Literal["float32", "float16"]
-#: Gallery rows per block of a streamed exact search (64 MiB of float32 at dim 256).
-BLOCK_ROWS = 65_536
+#: Gallery rows per block of a streamed exact search (4 MiB of float32 at dim 64, 16 MiB at dim 256).
+BLOCK_ROWS = 16_384
 _ITEM_COLUMNS = ("id", "label", "path", "text")
 #: Where a persistable backend's state lives in an index folder.
 BACKEND_DIR = "backend"
@@ -286,7 +286,11 @@ class Index:
         return {name for name in ("label", "path", "text") if self._segments and name in self._segments[0].items}
 
     def _ids(self) -> np.ndarray:
-        parts = [segment.items["id"].to_numpy(np.int64) for segment in self._segments]
+        return self._column("id")
+
+    def _column(self, name: str) -> np.ndarray:
+        """A new int64 array of column ``name`` of every item (without concatenating the whole table)."""
+        parts = [segment.items[name].to_numpy(np.int64) for segment in self._segments]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     # --- views ---------------------------------------------------------------------------------------------------
@@ -359,7 +363,7 @@ class Index:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if not len(self):
             raise IndexFormatError("the index is empty: add items before searching")
-        item_ids = torch.from_numpy(self._ids().copy())
+        item_ids = torch.from_numpy(self._ids())
         exclude = []
         if exclude_ids is not None:
             exclude.append((as_int_keys("exclude_ids", exclude_ids, len(query_tensor), torch.device("cpu")), item_ids))
@@ -373,8 +377,7 @@ class Index:
             distances, positions = backend.search_fitted(query_tensor, width, exclude)
         else:
             distances, positions = backend.search(query_tensor, self._gallery_tensor(), width, exclude)
-        items = self.items
-        gallery_labels = torch.from_numpy(items["label"].to_numpy(np.int64, copy=True)) if "label" in items else None
+        gallery_labels = torch.from_numpy(self._column("label")) if "label" in self._columns() else None
         labels = None if query_labels is None else as_class_ids("query_labels", query_labels)
         n_relevant = (
             relevant_counts(labels, gallery_labels)
@@ -548,7 +551,7 @@ def _write_segment(folder: Path, number: int, segment: _Segment) -> tuple[str, s
         (names[1], lambda handle: segment.items.to_csv(handle, index=False)),
     ):
         with tempfile.NamedTemporaryFile("wb", dir=folder, prefix=f".{name}.", delete=False) as handle:
-            write(handle)
+            write(handle.file)  # the file itself: pandas writes line by line, slow through the wrapper
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, folder / name)
