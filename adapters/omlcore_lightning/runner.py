@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +42,7 @@ class LightningRunner:
         grad_clip_norm: clip the gradients' global norm (``gradient_clip_val``).
         scheduler_interval: step the scheduler every ``epoch`` or every ``step``.
         val_every_n_epochs: validate every this many epochs (``check_val_every_n_epoch``).
-        log_every_n_steps: how often the training loss is logged (to ``logs/metrics.csv`` of the run).
+        log_every_n_steps: how often the loss and its statistics go to the experiment loggers.
         progress: Lightning's progress bar.
     """
 
@@ -82,9 +82,11 @@ class LightningRunner:
         return self.pl.Trainer(**{**self.trainer_args, **args})
 
     def fit(self, job: FitJob) -> None:
-        """``trainer.fit`` with validation every epoch, ``checkpoints/last.ckpt`` after every epoch and CSV logs in
-        the run folder. Ctrl-C (which Lightning turns into ``SystemExit``) is raised as ``KeyboardInterrupt``."""
+        """``trainer.fit`` with validation every epoch, ``checkpoints/last.ckpt`` after every epoch, the job's
+        callbacks and loggers as Lightning's (:mod:`omlcore_lightning.tracking`). Ctrl-C (which Lightning turns into
+        ``SystemExit``) is raised as ``KeyboardInterrupt``."""
         from omlcore_lightning import MetricValCallback, RetrievalModule
+        from omlcore_lightning.tracking import has_checkpointing, lightning_callbacks, lightning_loggers
 
         pl = self.pl
         on_epoch = job.on_epoch
@@ -130,12 +132,14 @@ class LightningRunner:
         if job.val_dataset is not None and job.metric is not None:
             callbacks.append(MetricValCallback(job.metric))
             val_loader = DataLoader(job.val_dataset, batch_size=job.batch_size, num_workers=job.num_workers)
+        # the config's callbacks first: their epoch-end state (early stopping's) goes into the epoch's last.ckpt
+        callbacks += lightning_callbacks(job.callbacks, job.checkpoint_dir, self.is_primary())
         callbacks.append(EpochCheckpoint())
         trainer = self._trainer(
             max_epochs=self.epochs,
             callbacks=callbacks,
-            enable_checkpointing=False,  # EpochCheckpoint writes last.ckpt; no ModelCheckpoint of Lightning's own
-            logger=pl.loggers.CSVLogger(job.checkpoint_dir.parent, name="logs", version=""),
+            enable_checkpointing=has_checkpointing(callbacks),  # EpochCheckpoint writes last.ckpt in any case
+            logger=lightning_loggers(job.tracker) or False,
             gradient_clip_val=self.grad_clip_norm,
             log_every_n_steps=self.log_every_n_steps,
             check_val_every_n_epoch=self.val_every_n_epochs,
@@ -148,6 +152,12 @@ class LightningRunner:
             if trainer.interrupted:  # Lightning caught Ctrl-C, shut down gracefully and exited
                 raise KeyboardInterrupt from None
             raise
+
+    def check_callbacks(self, callbacks: Sequence[object]) -> None:
+        """A TypeError for a callback that is neither Lightning's nor one of omlcore's that have a Lightning form."""
+        from omlcore_lightning.tracking import lightning_callbacks
+
+        lightning_callbacks(callbacks, Path(), primary=True)
 
     def evaluate(
         self, model: nn.Module, dataset: Dataset[Any], metric: MetricAccumulator, batch_size: int, num_workers: int

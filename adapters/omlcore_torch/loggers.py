@@ -114,12 +114,7 @@ class TensorBoardLogger:
         self.writer = tensorboard.SummaryWriter(log_dir=str(self.log_dir), flush_secs=flush_secs)
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        from torch.utils.tensorboard.summary import hparams
-
-        experiment, start, end = hparams(dict(params), {})
-        file_writer = self.writer.get_file_writer()
-        for summary in (experiment, start, end):
-            file_writer.add_summary(summary)
+        self.writer.add_hparams(dict(params), {}, run_name=".")  # "." : into this run's folder, not a sub-folder
         table = "\n".join(["| key | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in params.items())])
         self.writer.add_text("config", table, 0)
 
