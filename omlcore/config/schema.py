@@ -184,6 +184,12 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "train-reranker: nearest others paired with each training image (positives, hard negatives); null: top_n",
     ),
+    Option(
+        "reranker.balance_pairs",
+        (bool,),
+        True,
+        "train-reranker: as many positive as negative pairs (the larger class subsampled, seeded); false: all pairs",
+    ),
     Option("reranker.batch_size", (int,), 64, "train-reranker: pairs per training batch"),
     Option(
         "reranker.backbone_from_checkpoint",

@@ -52,6 +52,22 @@ class NeighbourPairs:
     def num_positive(self) -> int:
         return len(self) - self.num_negative
 
+    def balanced(self, seed: int = 0) -> NeighbourPairs:
+        """As many positives as negatives: the larger class subsampled at random (``seed``), the pairs kept in order.
+
+        A trained extractor's neighbours are mostly positives; OML's ``PairsMiner`` likewise gives one hardest positive
+        and one hardest negative per anchor. Empty when one class is.
+        """
+        classes = [(~self.is_negative).nonzero().flatten(), self.is_negative.nonzero().flatten()]
+        size = min(len(members) for members in classes)
+        rng = np.random.default_rng(seed)
+        kept = [
+            members if len(members) == size else members[np.sort(rng.choice(len(members), size, replace=False))]
+            for members in classes
+        ]
+        index = torch.cat(kept).sort().values
+        return NeighbourPairs(self.query[index], self.gallery[index], self.is_negative[index])
+
 
 def mine_neighbour_pairs(
     embeddings: Tensor,

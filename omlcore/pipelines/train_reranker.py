@@ -70,7 +70,7 @@ RERANKER_CHECKPOINT = "reranker.pt"
 #: The metrics after re-ranking are reported under this prefix (EmbeddingMetrics' postprocessed results).
 POSTPROCESSED = "postprocessed/"
 #: ``reranker.*`` keys that shape the training, so a resumed run must keep them (``top_n`` only validates).
-_FIXED_ON_RESUME = ("model", "mine_top_n", "batch_size", "backbone_from_checkpoint")
+_FIXED_ON_RESUME = ("model", "mine_top_n", "balance_pairs", "batch_size", "backbone_from_checkpoint")
 #: Keys of ``omlcore train`` that this pipeline does not use; a config that sets them is refused, not half-read.
 _NOT_USED = {
     "sampler": "the pairs come in shuffled batches of reranker.batch_size",
@@ -187,6 +187,17 @@ def train_reranker(config: ConfigSource, overrides: Sequence[str] = ()) -> Train
         f"pairs: {len(pairs)} (each training image with its {mine_top_n} nearest others): {pairs.num_positive} "
         f"positive, {pairs.num_negative} hard negative"
     )
+    if config["reranker.balance_pairs"]:
+        pairs = pairs.balanced(config["seed"])
+        run.log(f"balanced: {pairs.num_positive} positive and {pairs.num_negative} negative pairs")
+    if len(pairs) == 0:
+        raise ConfigError(
+            "reranker.mine_top_n",
+            f"the {mine_top_n} nearest others of the training images hold no pair of one class (no hard negative, or "
+            "no positive), so there is nothing to balance: raise reranker.mine_top_n, or set reranker.balance_pairs "
+            "false",
+            source,
+        )
     sampler = PairBatchSampler(len(pairs), min(config["reranker.batch_size"], len(pairs)), seed=config["seed"])
     job = FitJob(
         model=model,
@@ -248,8 +259,10 @@ def train_reranker(config: ConfigSource, overrides: Sequence[str] = ()) -> Train
     weights = run.save_weights(RERANKER_CHECKPOINT, pairwise)
 
     trained: dict[str, float] = {}
-    if val_set is not None:
-        trained = evaluate()
+    if val_set is not None:  # the last epoch's validation, unless the runner skipped it
+        last = history[max(history)] if history else {}
+        validated = any(str(k).startswith(POSTPROCESSED) for k in last)
+        trained = {k: v for k, v in last.items() if "/" in k} if validated else evaluate()
         run.log(f"\nValidation ({len(val_set)} images), the extractor's kNN and re-ranked by the trained model:")
         run.log(_before_after(trained))
         run.write_json(

@@ -70,6 +70,18 @@ def test_bad_inputs_are_named() -> None:
         mine_neighbour_pairs(torch.randn(4), [0, 0, 1, 1], 2)
 
 
+def test_balanced_pairs_keep_the_smaller_class_and_as_many_of_the_larger() -> None:
+    is_negative = torch.tensor([False, True, False, False, True, False, False, False])
+    pairs = NeighbourPairs(torch.arange(8), torch.arange(8) + 10, is_negative)
+    balanced = pairs.balanced(seed=1)
+    assert balanced.num_negative == balanced.num_positive == 2
+    kept = balanced.query.tolist()
+    assert kept == sorted(kept) and {1, 4} <= set(kept)  # every negative, in order
+    assert torch.equal(balanced.gallery, balanced.query + 10) and torch.equal(balanced.is_negative, is_negative[kept])
+    assert as_list(pairs.balanced(seed=1)) == as_list(balanced) and as_list(pairs.balanced(seed=2)) != as_list(balanced)
+    assert len(NeighbourPairs(torch.arange(3), torch.arange(3), torch.zeros(3, dtype=torch.bool)).balanced()) == 0
+
+
 class Items:
     """A dataset of constant images: item i is filled with i."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,7 @@ def test_each_runner_trains_and_reports_the_metrics_before_and_after_re_ranking(
     assert json.loads((run / "validation.json").read_text())["trained"] == pytest.approx(result.trained)
     log = (run / "log.txt").read_text()
     assert "pairs: 72 (each training image with its 3 nearest others)" in log and "re-ranked" in log
+    assert re.search(r"balanced: (\d+) positive and \1 negative pairs", log)
 
 
 def test_the_trained_re_ranker_re_ranks_in_omlcore_validate(config: dict[str, Any], tmp_path: Path) -> None:
