@@ -61,6 +61,7 @@ def _build_parser() -> argparse.ArgumentParser:
         pipeline.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override config keys")
         _add_verbosity(pipeline, argparse.SUPPRESS)
         pipeline.set_defaults(handler=_cmd_pipeline, pipeline=name.replace("-", "_"))
+    _add_export_parser(commands)
     return parser
 
 
@@ -165,6 +166,65 @@ def _print_table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...] | None
     for row in table:
         cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
         print("  " + "  ".join([*cells, row[-1]]).rstrip())
+
+
+_EXPORT_EPILOG = """\
+examples:
+  omlcore export vits16_dino                                 a zoo model -> vits16_dino.onnx
+  omlcore export runs/train-glyphs-20260101-120000 -o glyphs.onnx
+  omlcore export runs/train-glyphs-20260101-120000/checkpoints/best.pt --format torchscript
+  omlcore export my_weights.pt --config my.yaml --input-size 224
+
+The preprocessing (input size, mean / std) is recorded in the file's metadata: ONNX metadata_props, TorchScript
+extra file omlcore.json; omlcore.export.read_metadata(path) reads both.
+"""
+
+
+def _add_export_parser(commands: Any) -> None:
+    export = commands.add_parser(
+        "export",
+        help="export an extractor (zoo name, run folder, checkpoint, config) to ONNX or TorchScript",
+        description="Export an extractor with a dynamic batch size; its preprocessing goes into the file's metadata.",
+        epilog=_EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("source", help="a zoo name, a training run folder, a checkpoint file or a YAML config")
+    export.add_argument("--format", default="onnx", metavar="{onnx,torchscript}", help="default: onnx")
+    export.add_argument("-o", "--output", help="the file to write; default: <source name>.onnx / .torchscript.pt")
+    export.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    export.add_argument("--config", help="the config that builds the extractor of a checkpoint file")
+    export.add_argument(
+        "--input-size",
+        nargs="+",
+        type=int,
+        metavar="SIZE",
+        help="a side, or height and width (default: the preprocessing's)",
+    )
+    export.add_argument("--no-check", action="store_true", help="skip comparing the file's embeddings with the model's")
+    export.set_defaults(handler=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from omlcore.export import export, read_metadata
+
+    size = args.input_size
+    if size is not None and len(size) not in (1, 2):
+        raise OmlcoreError(f"--input-size takes a side or a height and a width, got {len(size)} numbers")
+    input_size = None if size is None else (size[0], size[-1])
+    result = export(
+        args.source,
+        args.output,
+        args.format,
+        config=args.config,
+        input_size=input_size,
+        overwrite=args.overwrite,
+        check=not args.no_check,
+    )
+    checked = "" if result.max_abs_diff is None else f", max abs difference to the model {result.max_abs_diff:.2g}"
+    print(f"{result.path} ({result.format}, {result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s{checked})")
+    for key, value in read_metadata(result.path).items():
+        print(f"  {key}: {value}")
+    return 0
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, default: Any) -> None:

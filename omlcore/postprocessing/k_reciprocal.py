@@ -61,7 +61,8 @@ from omlcore.retrieval.results import QueryGallerySplit, RetrievalResults
 
 __all__ = ["KReciprocalReranker"]
 
-_CHUNK_VALUES = 2**22  # entries of the largest temporary per chunk of nodes
+_CHUNK_ENTRIES = 2**19  # entries per chunk of the largest temporaries (each with a few int64 companions: ~40 MiB)
+_DENSE_ROWS = 2**22  # float64 slots of the dense query rows of V in _jaccard (32 MiB)
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,10 @@ class _Rows:
     values: Tensor
 
     @classmethod
-    def from_sorted(cls, rows: Tensor, cols: Tensor, values: Tensor, n_rows: int) -> _Rows:
-        """From entries sorted by row."""
-        starts = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
-        starts[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
+    def from_counts(cls, counts: Tensor, cols: Tensor, values: Tensor) -> _Rows:
+        """From entries sorted by row, ``counts[i]`` of them in row ``i``."""
+        starts = torch.zeros(len(counts) + 1, dtype=torch.long, device=counts.device)
+        starts[1:] = torch.cumsum(counts, 0)
         return cls(starts, cols, values)
 
     def gather(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -89,7 +90,7 @@ class _Rows:
 
 
 def _chunks(n: int, per_row: int) -> list[slice]:
-    size = max(1, _CHUNK_VALUES // max(1, per_row))
+    size = max(1, _CHUNK_ENTRIES // max(1, per_row))
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
@@ -210,27 +211,28 @@ def _encode(graph: _Graph, k1: int, k2: int) -> _Rows:
     nearest.scatter_reduce_(0, nodes, distances, "amin")
     weights = torch.exp(nearest[nodes] - distances)  # exp(-d) up to a factor per row, which normalising removes
     totals = torch.zeros(n, dtype=torch.float64, device=device).index_add_(0, nodes, weights)
-    encoding = _Rows.from_sorted(nodes, members, weights / totals[nodes], n)
+    encoding = _Rows.from_counts(torch.bincount(nodes, minlength=n), members, weights / totals[nodes])
     if k2 <= 1:
         return encoding
     sources = graph.ids[:, :k2]
     width = sources.shape[1]
-    rows_out, cols_out, values_out = [], [], []
+    counts, cols_out, values_out = [], [], []
     for rows in _chunks(n, width * len(members) // n + 1):
         owner, cols, values = encoding.gather(sources[rows].flatten())
         keys, inverse = torch.unique((owner // width) * n + cols, return_inverse=True)
         sums = torch.zeros(len(keys), dtype=torch.float64, device=device).index_add_(0, inverse, values)
-        rows_out.append(keys // n + rows.start)
+        counts.append(torch.bincount(keys // n, minlength=rows.stop - rows.start))
         cols_out.append(keys % n)
-        values_out.append(sums / width)
-    return _Rows.from_sorted(torch.cat(rows_out), torch.cat(cols_out), torch.cat(values_out), n)
+        values_out.append(sums.div_(width))
+    return _Rows.from_counts(torch.cat(counts), torch.cat(cols_out), torch.cat(values_out))
 
 
 def _jaccard(encoding: _Rows, query_nodes: Tensor, candidates: Tensor, n_nodes: int) -> Tensor:
     """``d_J`` of every pair ``(query_nodes[i], candidates[i, j])`` of nodes (``-1``: none, ``d_J = 1``), float64."""
     out = torch.ones(candidates.shape, dtype=torch.float64, device=candidates.device)
     dense = torch.zeros(0, dtype=torch.float64, device=candidates.device)
-    for rows in _chunks(len(query_nodes), n_nodes):
+    per_query = len(encoding.cols) // max(1, n_nodes) * (candidates.shape[1] + 1)
+    for rows in _chunks(len(query_nodes), max(per_query, n_nodes * _CHUNK_ENTRIES // _DENSE_ROWS)):
         if len(dense) < (rows.stop - rows.start) * n_nodes:
             dense = torch.zeros((rows.stop - rows.start) * n_nodes, dtype=torch.float64, device=out.device)
         owner, cols, values = encoding.gather(query_nodes[rows])

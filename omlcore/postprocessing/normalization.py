@@ -40,11 +40,12 @@ class CSLS:
 
     Args:
         neighbourhood: K of ``r_T`` / ``r_S`` (10 in the paper); clipped to the other side's size.
-        candidates: gallery items per query that are re-ranked (at least ``k``); clipped to the gallery.
+        candidates: gallery items per query that are re-ranked (at least ``k``); clipped to the gallery. The search's
+            cost grows with it (a running top-``candidates``).
         k: results per query; default: the width of the incoming results.
     """
 
-    def __init__(self, neighbourhood: int = 10, candidates: int = 50, k: int | None = None) -> None:
+    def __init__(self, neighbourhood: int = 10, candidates: int = 20, k: int | None = None) -> None:
         self.neighbourhood = count_argument("neighbourhood", neighbourhood)
         self.candidates = count_argument("candidates", candidates)
         self.k = optional_count_argument("k", k)
