@@ -49,6 +49,7 @@ def _build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--kind", help="only components of this kind (e.g. loss, miner, transform)")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=_cmd_plugins)
+    _add_index_parsers(commands)
     for name, summary in _PIPELINES.items():
         pipeline = commands.add_parser(
             name,
@@ -89,6 +90,63 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 
     function = getattr(importlib.import_module(f"omlcore.pipelines.{args.pipeline}"), args.pipeline)
     function(args.config, args.overrides)
+    return 0
+
+
+_INDEX_EPILOG = """\
+examples:
+  omlcore index build my.yaml checkpoint=runs/train-my-20260101-120000 data=photos/ out=photos.index
+  omlcore index build my.yaml out=gallery.index index.dtype=float16 "metric.args.knn_backend={name: faiss.ivf}"
+  omlcore index add photos.index data=more-photos/
+  omlcore search photos.index queries=query.jpg k=10
+  omlcore search photos.index queries=queries.csv k=5 "postprocessor={name: aqe, args: {n: 2}}"
+
+data=, out=, queries=, k= stand for index.data=, index.out=, search.queries=, search.k=; any other key.sub=value
+overrides the config (for add and search: the one saved in the index, or --config). See docs/config.md.
+"""
+
+
+def _add_index_parsers(commands: Any) -> None:
+    """``omlcore index build | add`` and ``omlcore search``."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    index = commands.add_parser(
+        "index",
+        help="build a persisted search index of embedded items, or add items to one",
+        description="Build a search index folder of embedded items (atomically), or add items to one.",
+        epilog=_INDEX_EPILOG,
+        formatter_class=formatter,
+    )
+    actions = index.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = actions.add_parser(
+        "build", help="embed items and write an index folder", epilog=_INDEX_EPILOG, formatter_class=formatter
+    )
+    build.add_argument("config", help="a YAML config file, or a shipped config by name (e.g. glyphs)")
+    add = actions.add_parser(
+        "add", help="embed items with the index's model and add them", epilog=_INDEX_EPILOG, formatter_class=formatter
+    )
+    search = commands.add_parser(
+        "search",
+        help="the nearest items of an index for each query (JSON + CSV, retrieval grids)",
+        description="Search an index folder: each query's nearest items into a run folder under output_dir.",
+        epilog=_INDEX_EPILOG,
+        formatter_class=formatter,
+    )
+    for parser, function in ((build, "build_index"), (add, "add_to_index"), (search, "search")):
+        if parser is not build:
+            parser.add_argument("index", help="the index folder")
+            parser.add_argument("--config", help="the config that embeds (default: the one saved in the index)")
+        parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override config keys")
+        _add_verbosity(parser, argparse.SUPPRESS)
+        parser.set_defaults(handler=_cmd_index, function=function)
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from omlcore.pipelines import index as pipelines
+
+    if args.function == "build_index":
+        pipelines.build_index(args.config, args.overrides)
+    else:
+        getattr(pipelines, args.function)(args.index, args.overrides, args.config)
     return 0
 
 

@@ -181,12 +181,14 @@ def validate_config(data: Mapping[str, Any], pipeline: Pipeline, source: str | N
     dataset = resolved["dataset"]
     if dataset["builtin"] is not None and dataset["csv"] is not None:
         raise ConfigError("dataset", "set either dataset.builtin or dataset.csv, not both", source)
-    needs_data = pipeline != "predict" or resolved["predict"]["data"] is None
+    # predict and index embed their own data when it is given; search embeds its queries
+    own_data = pipeline in ("predict", "index")
+    needs_data = resolved[pipeline]["data"] is None if own_data else pipeline != "search"
     if needs_data and dataset["builtin"] is None and dataset["csv"] is None:
         raise ConfigError(
             "dataset", f"is required to {pipeline}: set dataset.csv (a CSV in OML's format) or dataset.builtin", source
         )
-    for key in ("dataset.batch_size", "visualization.top_k", "predict.top_k"):
+    for key in ("dataset.batch_size", "visualization.top_k", "predict.top_k", "search.k"):
         section, leaf = key.split(".")
         if resolved[section][leaf] < 1:
             raise ConfigError(key, f"must be at least 1, got {resolved[section][leaf]}", source)

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 __all__ = ["OPTIONS", "PIPELINES", "SECTIONS", "Option", "Pipeline", "option"]
 
-Pipeline = Literal["train", "validate", "predict", "train_reranker"]
+Pipeline = Literal["train", "validate", "predict", "train_reranker", "index", "search"]
 #: The pipelines a config drives.
-PIPELINES: tuple[Pipeline, ...] = ("train", "validate", "predict", "train_reranker")
+PIPELINES: tuple[Pipeline, ...] = ("train", "validate", "predict", "train_reranker", "index", "search")
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,51 @@ OPTIONS: tuple[Option, ...] = (
         (bool,),
         False,
         "predict: an unreadable file of an image folder stops the run (default: it is listed and left out)",
+    ),
+    Option(
+        "index.data",
+        (str, _NONE),
+        None,
+        "index build / add (`data=`): a CSV in OML's format, an image folder or one image; build's default: dataset",
+    ),
+    Option(
+        "index.split",
+        (str, _NONE),
+        None,
+        "index build / add: only the CSV rows of this split",
+        choices=("train", "validation", None),
+    ),
+    Option("index.out", (str, _NONE), None, "index build (`out=`): the index folder to write"),
+    Option(
+        "index.dtype",
+        (str,),
+        "float32",
+        "index build: how the embeddings are stored (`float16` halves the files)",
+        choices=("float32", "float16"),
+    ),
+    Option("index.overwrite", (bool,), False, "index build: replace an existing index folder"),
+    Option(
+        "index.strict",
+        (bool,),
+        False,
+        "index build / add: an unreadable image of a folder stops the build (default: it is named and left out)",
+    ),
+    Option(
+        "search.queries", (str, _NONE), None, "search (`queries=`): a CSV in OML's format, an image folder or one image"
+    ),
+    Option(
+        "search.split",
+        (str, _NONE),
+        None,
+        "search: only the CSV rows of this split",
+        choices=("train", "validation", None),
+    ),
+    Option("search.k", (int,), 10, "search (`k=`): nearest index items written per query"),
+    Option(
+        "search.strict",
+        (bool,),
+        False,
+        "search: an unreadable query image stops the search (default: it is named and the others are searched)",
     ),
     _component(
         "reranker.model",

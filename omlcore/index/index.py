@@ -412,7 +412,7 @@ class Index:
                 yield torch.from_numpy(np.asarray(rows, dtype=np.float32))
 
     def _gallery_tensor(self) -> Tensor:
-        return torch.from_numpy(np.asarray(self.embeddings(), dtype=np.float32))
+        return torch.from_numpy(np.array(self.embeddings(), dtype=np.float32))  # a copy: files are read-only
 
     def _backend(self) -> KNNBackend | None:
         if self.backend_spec is None or self.backend_spec["name"] == "exact":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -43,6 +44,7 @@ __all__ = [
     "prepare",
     "read_checkpoint",
     "seed_everything",
+    "weights_sha256",
     "write_atomically",
 ]
 
@@ -293,6 +295,15 @@ def load_extractor(config: Config, runner: Runner) -> nn.Module:
         except RuntimeError as error:
             raise ConfigError("checkpoint", f"'{path}' does not fit the extractor: {error}", _source(config)) from None
     return model
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """The SHA-256 of a model's weights: every entry of its state dict (name, shape, dtype, bytes), by name."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def flat_scalars(results: Mapping[str, Any]) -> dict[str, float]:

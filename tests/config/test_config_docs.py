@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from omlcore.config import OPTIONS
+from omlcore.config.schema import SECTIONS
 from omlcore_lightning.runner import LightningRunner  # imports no Lightning: the core env documents it too
 from omlcore_torch.runner import TorchRunner
 
@@ -24,9 +25,7 @@ def table_keys(heading: str) -> list[str]:
 
 def test_every_schema_key_is_documented_once_and_nothing_else() -> None:
     documented = [
-        key
-        for heading in ("## Keys", "### `dataset`", "### `visualization`", "### `predict`", "### `reranker`")
-        for key in table_keys(heading)
+        key for heading in ("## Keys", *(f"### `{section}`" for section in SECTIONS)) for key in table_keys(heading)
     ]
     assert sorted(documented) == sorted(option.key for option in OPTIONS)
     assert len(documented) == len(set(documented))
