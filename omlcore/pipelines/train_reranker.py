@@ -34,11 +34,12 @@ from torch.utils.data import DataLoader
 
 from omlcore.config import Config, ConfigError, build_component
 from omlcore.datasets import ImageLabeledDataset, ImageQueryGalleryDataset
-from omlcore.datasets.pairs import PairBatchSampler, PairDataset, mine_neighbour_pairs
+from omlcore.datasets.pairs import NeighbourPairs, PairBatchSampler, PairDataset, mine_neighbour_pairs
 from omlcore.errors import OmlcoreError, RunInterrupted
 from omlcore.models.base import load_state_dict_strictly
 from omlcore.models.pairwise import PairwiseModelBase
 from omlcore.pipelines.common import (
+    BEST_CHECKPOINT,
     ConfigSource,
     RunFolder,
     build_metric,
@@ -52,6 +53,7 @@ from omlcore.pipelines.common import (
     write_atomically,
 )
 from omlcore.pipelines.resume import find_resume
+from omlcore.pipelines.tracking import build_callbacks, finalizing, open_tracker
 from omlcore.pipelines.train import (
     TrainResult,
     _BestEpoch,
@@ -158,6 +160,7 @@ def train_reranker(config: ConfigSource, overrides: Sequence[str] = ()) -> Train
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad])  # bad arguments stop here
     if build_scheduler is not None:
         build_scheduler(optimizer)
+    callbacks = build_callbacks(config, runner)
     best_key = _postprocessed_key(config["metric_for_checkpointing"])
     if val_set is not None:
         _check_declared_metric(_with_best_key(config, best_key), metric, val_set, source)
@@ -174,12 +177,107 @@ def train_reranker(config: ConfigSource, overrides: Sequence[str] = ()) -> Train
     run.log(f"extractor: {config['extractor.name']} from {config['checkpoint']} (frozen)")
     run.log(f"data: {len(pair_items)} training images, {len(val_set) if val_set else 0} validation images ({csv_path})")
 
-    embeddings = training_embeddings(config, runner, extractor, mining_items, run)
+    pairs = _mine_pairs(config, runner, extractor, mining_items, metric, mine_top_n, run)
+    sampler = PairBatchSampler(len(pairs), min(config["reranker.batch_size"], len(pairs)), seed=config["seed"])
+    job = FitJob(
+        model=model,
+        loss=nn.BCEWithLogitsLoss(),
+        build_optimizer=build_optimizer,
+        build_scheduler=build_scheduler,
+        train_loader=DataLoader(PairDataset(pair_items, pairs), batch_sampler=sampler, num_workers=num_workers),
+        val_dataset=val_set,
+        metric=metric if val_set is not None else None,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        checkpoint_dir=run.checkpoints,
+        resume=resume.checkpoint if resume is not None else None,
+        on_epoch=lambda record: None,
+        callbacks=callbacks,
+    )
+
+    job.tracker = open_tracker(config, run)
+    with finalizing(job.tracker) as tracker:
+
+        def evaluate() -> dict[str, float]:
+            assert val_set is not None
+            return flat_scalars(runner.evaluate(model, val_set, metric, batch_size, num_workers))
+
+        best = _BestEpoch(config, run, pairwise, source) if val_set is not None else None
+        if best is not None:
+            best.key = best_key
+        untrained: dict[str, float] = {}
+        if val_set is not None and config["validate_untrained"] and resume is None:
+            untrained = evaluate()
+            tracker.log_metrics({"epoch": -1, **untrained}, 0)
+            run.log(f"\nValidation of the untrained re-ranker:\n{_before_after(untrained)}\n")
+            if best is not None:
+                best.check(untrained)
+
+        previous = _previous_history(run.path, source) if resume is not None and resume.folder is not None else []
+        history: dict[int, dict[str, float]] = {int(record["epoch"]): record for record in previous}
+        shown_keys = ("loss", "OVERALL/cmc/1", f"{POSTPROCESSED}OVERALL/cmc/1")
+
+        def on_epoch(record: dict[str, float]) -> None:
+            epoch = int(record["epoch"])
+            for stale in [e for e in history if e >= epoch]:
+                del history[stale]
+            history[epoch] = record
+            run.write_records("metrics", [history[e] for e in sorted(history)])
+            run.log(
+                f"epoch {epoch + 1}/{runner.epochs}: "
+                + ", ".join(f"{k} {record[k]:.4f}" for k in shown_keys if k in record)
+            )
+            if best is not None:
+                best.update(record, [history[e] for e in sorted(history) if e < epoch])
+
+        job.on_epoch = on_epoch
+        try:
+            runner.fit(job)
+        except KeyboardInterrupt:
+            done = max(history, default=-1) + 1
+            message = (
+                f"interrupted after {done} of {runner.epochs} epochs; the run is in {run.path}. Continue it with: "
+                f"omlcore train-reranker {run.path / run.config_name} resume={run.path}"
+            )
+            run.log(f"\n{message}")
+            raise RunInterrupted(message) from None
+        weights = run.save_weights(RERANKER_CHECKPOINT, pairwise)
+
+        trained: dict[str, float] = {}
+        if val_set is not None:  # the last epoch's validation, unless the runner skipped it
+            last = history[max(history)] if history else {}
+            validated = any(str(k).startswith(POSTPROCESSED) for k in last)
+            trained = {k: v for k, v in last.items() if "/" in k} if validated else evaluate()
+            run.log(f"\nValidation ({len(val_set)} images), the extractor's kNN and re-ranked by the trained model:")
+            run.log(_before_after(trained))
+            run.write_json(
+                "validation.json", {"untrained": untrained, "trained": trained} if untrained else {"trained": trained}
+            )
+        spec = {**config["reranker.model"], "args": {**config["reranker.model.args"], "weights": str(weights)}}
+        usage = {"postprocessor": {"name": "pairwise_reranker", "args": {"top_n": top_n, "model": spec}}}
+        run.log(f"\nre-rank with it (omlcore validate / predict):\n{yaml.safe_dump(usage, sort_keys=False).rstrip()}")
+        if tracker and (run.checkpoints / BEST_CHECKPOINT).is_file():
+            tracker.log_artifact(run.checkpoints / BEST_CHECKPOINT)
+        run.log(f"\nrun folder: {run.path}")
+        return TrainResult(run.path, [history[e] for e in sorted(history)], untrained, trained)
+
+
+def _mine_pairs(
+    config: Config,
+    runner: Runner,
+    extractor: nn.Module,
+    items: ImageLabeledDataset,
+    metric: Any,
+    mine_top_n: int,
+    run: RunFolder,
+) -> NeighbourPairs:
+    """Each training image with its nearest others by the extractor (the metric's distance), balanced if asked."""
+    embeddings = training_embeddings(config, runner, extractor, items, run)
     pairs = mine_neighbour_pairs(
         embeddings,
-        mining_items.get_labels(),
+        items.get_labels(),
         mine_top_n,
-        sequences=mining_items.sequences,
+        sequences=items.sequences,
         metric=getattr(metric, "metric", "l2"),
         backend=getattr(metric, "knn_backend", None),
     )
@@ -196,83 +294,9 @@ def train_reranker(config: ConfigSource, overrides: Sequence[str] = ()) -> Train
             f"the {mine_top_n} nearest others of the training images hold no pair of one class (no hard negative, or "
             "no positive), so there is nothing to balance: raise reranker.mine_top_n, or set reranker.balance_pairs "
             "false",
-            source,
+            str(config.source) if config.source else None,
         )
-    sampler = PairBatchSampler(len(pairs), min(config["reranker.batch_size"], len(pairs)), seed=config["seed"])
-    job = FitJob(
-        model=model,
-        loss=nn.BCEWithLogitsLoss(),
-        build_optimizer=build_optimizer,
-        build_scheduler=build_scheduler,
-        train_loader=DataLoader(PairDataset(pair_items, pairs), batch_sampler=sampler, num_workers=num_workers),
-        val_dataset=val_set,
-        metric=metric if val_set is not None else None,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        checkpoint_dir=run.checkpoints,
-        resume=resume.checkpoint if resume is not None else None,
-        on_epoch=lambda record: None,
-    )
-
-    def evaluate() -> dict[str, float]:
-        assert val_set is not None
-        return flat_scalars(runner.evaluate(model, val_set, metric, batch_size, num_workers))
-
-    best = _BestEpoch(config, run, pairwise, source) if val_set is not None else None
-    if best is not None:
-        best.key = best_key
-    untrained: dict[str, float] = {}
-    if val_set is not None and config["validate_untrained"] and resume is None:
-        untrained = evaluate()
-        run.log(f"\nValidation of the untrained re-ranker:\n{_before_after(untrained)}\n")
-        if best is not None:
-            best.check(untrained)
-
-    previous = _previous_history(run.path, source) if resume is not None and resume.folder is not None else []
-    history: dict[int, dict[str, float]] = {int(record["epoch"]): record for record in previous}
-    shown_keys = ("loss", "OVERALL/cmc/1", f"{POSTPROCESSED}OVERALL/cmc/1")
-
-    def on_epoch(record: dict[str, float]) -> None:
-        epoch = int(record["epoch"])
-        for stale in [e for e in history if e >= epoch]:
-            del history[stale]
-        history[epoch] = record
-        run.write_records("metrics", [history[e] for e in sorted(history)])
-        run.log(
-            f"epoch {epoch + 1}/{runner.epochs}: "
-            + ", ".join(f"{k} {record[k]:.4f}" for k in shown_keys if k in record)
-        )
-        if best is not None:
-            best.update(record, [history[e] for e in sorted(history) if e < epoch])
-
-    job.on_epoch = on_epoch
-    try:
-        runner.fit(job)
-    except KeyboardInterrupt:
-        done = max(history, default=-1) + 1
-        message = (
-            f"interrupted after {done} of {runner.epochs} epochs; the run is in {run.path}. Continue it with: "
-            f"omlcore train-reranker {run.path / run.config_name} resume={run.path}"
-        )
-        run.log(f"\n{message}")
-        raise RunInterrupted(message) from None
-    weights = run.save_weights(RERANKER_CHECKPOINT, pairwise)
-
-    trained: dict[str, float] = {}
-    if val_set is not None:  # the last epoch's validation, unless the runner skipped it
-        last = history[max(history)] if history else {}
-        validated = any(str(k).startswith(POSTPROCESSED) for k in last)
-        trained = {k: v for k, v in last.items() if "/" in k} if validated else evaluate()
-        run.log(f"\nValidation ({len(val_set)} images), the extractor's kNN and re-ranked by the trained model:")
-        run.log(_before_after(trained))
-        run.write_json(
-            "validation.json", {"untrained": untrained, "trained": trained} if untrained else {"trained": trained}
-        )
-    spec = {**config["reranker.model"], "args": {**config["reranker.model.args"], "weights": str(weights)}}
-    usage = {"postprocessor": {"name": "pairwise_reranker", "args": {"top_n": top_n, "model": spec}}}
-    run.log(f"\nre-rank with it (omlcore validate / predict):\n{yaml.safe_dump(usage, sort_keys=False).rstrip()}")
-    run.log(f"\nrun folder: {run.path}")
-    return TrainResult(run.path, [history[e] for e in sorted(history)], untrained, trained)
+    return pairs
 
 
 def training_embeddings(

@@ -103,6 +103,7 @@ def test_each_runner_trains_and_reports_the_metrics_before_and_after_re_ranking(
     log = (run / "log.txt").read_text()
     assert "pairs: 72 (each training image with its 3 nearest others)" in log and "re-ranked" in log
     assert re.search(r"balanced: (\d+) positive and \1 negative pairs", log)
+    assert "postprocessed/OVERALL/cmc/1" in (run / "logs" / "metrics.csv").read_text()  # the config's (default) logger
 
 
 def test_the_trained_re_ranker_re_ranks_in_omlcore_validate(config: dict[str, Any], tmp_path: Path) -> None:
