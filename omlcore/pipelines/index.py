@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from PIL import Image
 from torch import Tensor, nn
 
 from omlcore.config import Config, ConfigError, build_component, load_config
 from omlcore.config.schema import Pipeline
-from omlcore.datasets.pixels import to_rgb
 from omlcore.index import Index, IndexFormatError
 from omlcore.metrics.functional import cmc_at_k, map_at_k, precision_at_k, reduce_mean, worst_queries
 from omlcore.pipelines.common import (
@@ -169,6 +170,7 @@ def search(
     postprocessor = build_configured_postprocessor(config)
     transform = build_component("transform", config["transforms_val"], "transforms_val", source=source)
     items = index.items
+    gallery = PathsDataset(items["path"].tolist(), transform) if "path" in items else None
     run = RunFolder.create(config, "search", runner)  # after every check: a failed search leaves no folder
     run.log(f"omlcore search: {len(inputs.paths)} queries of '{config['search.queries']}' in {folder} -> {run.path}")
     log_unreadable(inputs.unreadable, run)
@@ -179,18 +181,19 @@ def search(
         query_labels=inputs.labels if "label" in items else None,
         postprocessor=postprocessor,
         dataset=inputs.dataset,
-        gallery_dataset=PathsDataset(items["path"].tolist(), transform) if "path" in items else None,
+        gallery_dataset=gallery,
     )
     metrics = _metrics(results, config["search.k"]) if results.query_labels is not None else {}
     if run.primary:
         queries = [_query_fields(position, inputs) for position in range(len(inputs.paths))]
         columns = [name for name in ("id", "path", "label", "text") if name in items]
-        table = {name: items[name].tolist() for name in columns}
-        records = neighbour_records(results, queries, lambda row: {name: table[name][row] for name in columns})
+        table = {name: items[name].to_numpy() for name in columns}
+        records = neighbour_records(results, queries, lambda row: {name: _plain(table[name][row]) for name in columns})
         write_neighbours(run, records, {})
         if metrics:
             run.write_json("metrics.json", metrics)
-        _grids(config, run, results, inputs, items)
+        if gallery is not None:
+            _grids(config, run, results, inputs, gallery, pd.Index(items["id"]))
     if metrics:
         run.log("\n".join(f"{name}: {value:.4f}" for name, value in metrics.items()))
     run.log(f"the {config['search.k']} nearest items of each query: neighbours.json, neighbours.csv")
@@ -310,13 +313,22 @@ def _metrics(results: RetrievalResults, k: int) -> dict[str, float]:
     return {name: reduce_mean(values, skip_nan=True) for name, values in _SearchMetrics(results, k).flat().items()}
 
 
-def _grids(config: Config, run: RunFolder, results: RetrievalResults, inputs: Inputs, items: Any) -> None:
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON writes."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _grids(
+    config: Config, run: RunFolder, results: RetrievalResults, inputs: Inputs, gallery: PathsDataset, ids: pd.Index
+) -> None:
     """``retrieval/``: the worst queries per metric when both sides have labels, else the first queries."""
     n_queries, top_k = config["visualization.n_queries"], config["visualization.top_k"]
-    if n_queries < 1 or "path" not in items or not results.top_k:
+    if n_queries < 1 or not results.top_k:
         return
-    by_id = dict(zip(items["id"].tolist(), items["path"].tolist(), strict=True))
-    gallery = _PathImages(by_id)
+
+    def gallery_image(item: int) -> Image.Image:  # a grid names gallery items by id
+        return gallery.read_image(int(ids.get_indexer(pd.Index([item]))[0]))
+
     images = inputs.dataset if hasattr(inputs.dataset, "read_image") else inputs.paths
     folder = run.path / "retrieval"
     formats = config["visualization.formats"] or (["html", "png"] if is_available("matplotlib") else ["html"])
@@ -327,24 +339,13 @@ def _grids(config: Config, run: RunFolder, results: RetrievalResults, inputs: In
             folder,
             n_queries=n_queries,
             top_k=top_k,
-            gallery_images=gallery,
+            gallery_images=gallery_image,
             formats=formats,
         )
         return
     folder.mkdir(exist_ok=True)
-    options: dict[str, Any] = {"gallery_images": gallery, "top_k": top_k, "n_queries": n_queries}
+    options: dict[str, Any] = {"gallery_images": gallery_image, "top_k": top_k, "n_queries": n_queries}
     if "html" in formats:
         save_retrieval_html(folder / "queries.html", results, images, title="Search results", **options)
     if "png" in formats:
         save_retrieval_png(folder / "queries.png", results, images, **options)
-
-
-class _PathImages:
-    """Index items' images by item id (what the grids' gallery cells name)."""
-
-    def __init__(self, paths: Mapping[int, str]) -> None:
-        self.paths = paths
-
-    def __call__(self, item: int) -> Image.Image:
-        with Image.open(self.paths[item]) as image:
-            return to_rgb(image)
