@@ -60,7 +60,8 @@ class FitState:
             validated; after the loop, ``epochs``).
         history: the records of the epochs done, the current one last once it has ended.
         rank, world_size: this process in a distributed run (0 and 1 otherwise).
-        global_step: the optimizer steps done (over every epoch, resumed ones included).
+        global_step: the optimizer steps done (over every epoch, resumed ones included); log_step: the step the
+            loggers get, the 0-based index of the last optimizer step (as Lightning logs).
         should_stop: set it to end training after the current epoch (early stopping).
         tracker: the experiment loggers (empty in the processes that do not log); log_every_n_steps: how often the
             step scalars are logged.
@@ -79,6 +80,10 @@ class FitState:
     should_stop: bool = False
     tracker: Tracker = field(default_factory=Tracker)
     log_every_n_steps: int = 50
+
+    @property
+    def log_step(self) -> int:
+        return max(self.global_step - 1, 0)
 
 
 class Callback:
@@ -254,20 +259,20 @@ class LearningRateMonitor(Callback):
 
     def on_step_end(self, state: FitState, values: dict[str, float]) -> None:
         if self.logging_interval == "step" and state.global_step % state.log_every_n_steps == 0:
-            state.tracker.log_metrics(self.rates(state.optimizer), state.global_step)
+            state.tracker.log_metrics(self.rates(state.optimizer), state.log_step)
 
     def on_epoch_end(self, state: FitState, record: dict[str, float]) -> None:
         if self.logging_interval == "epoch":
-            state.tracker.log_metrics(self.rates(state.optimizer), state.global_step)
+            state.tracker.log_metrics(self.rates(state.optimizer), state.log_step)
 
 
 class FreezeBackbone(Callback):
     """Train the head with the backbone frozen for the first ``epochs`` epochs, then train everything.
 
     Frozen means ``requires_grad=False`` (no gradient, no optimizer update; BatchNorm statistics still follow the
-    data, as Lightning's ``BaseFinetuning`` with ``train_bn=True``). The head is whatever stays trainable: the MLP of
-    an ``extractor_with_mlp``, a trainable loss's weights (ArcFace). Decided from the epoch, so a resumed run freezes as
-    the uninterrupted one did; parameters frozen before training stay frozen.
+    data, as Lightning's ``BaseFinetuning`` with ``train_bn=True``). The head is whatever stays trainable: the
+    projection of an ``extractor_with_mlp``, a trainable loss's weights (ArcFace). Decided from the epoch, so a resumed
+    run freezes as the uninterrupted one did; parameters frozen before training stay frozen.
 
     Args:
         epochs: how many epochs (from the first) the backbone is frozen.

@@ -186,9 +186,10 @@ def fit(
             of each epoch, after each step, after validation and after each checkpoint.
         loggers: :class:`~omlcore.tracking.ExperimentLogger` objects (or a :class:`~omlcore.tracking.Tracker`),
             written by process 0 only: ``train/loss`` and ``train/<statistic>`` every ``log_every_n_steps`` steps,
-            and after each epoch ``epoch``, ``train/loss_epoch`` and the flat validation metrics, at the global step
-            (the optimizer steps done). A logger that fails warns once and training goes on. ``fit`` flushes them
-            (``save``) after every epoch but does not finalize them: the caller does, once the run is over.
+            and after each epoch ``epoch``, ``train/loss_epoch`` and the flat validation metrics, at the 0-based index
+            of the last optimizer step (as Lightning logs them). A logger that fails warns once and training goes on.
+            ``fit`` flushes them (``save``) after every epoch but does not finalize them: the caller does, once the run
+            is over.
     """
     check_loss(loss)
     check_optimizer_covers(loss, optimizer)
@@ -275,7 +276,7 @@ def fit(
         state.epoch = -1
         last_metrics = validate()
         history.append({"epoch": -1, **last_metrics})
-        tracker.log_metrics({"epoch": -1, **last_metrics}, state.global_step)
+        tracker.log_metrics({"epoch": -1, **last_metrics}, state.log_step)
     for epoch in range(start_epoch, epochs):
         state.epoch = epoch
         run_callbacks(callbacks, "on_epoch_start", state)
@@ -306,7 +307,7 @@ def fit(
                 total, steps = total + step_values["loss"], steps + 1
                 state.global_step += 1
                 if tracker and state.global_step % log_every_n_steps == 0:
-                    tracker.log_metrics({f"train/{k}": v for k, v in step_values.items()}, state.global_step)
+                    tracker.log_metrics({f"train/{k}": v for k, v in step_values.items()}, state.log_step)
                 run_callbacks(callbacks, "on_step_end", state, step_values)
                 if not bar.disable:
                     bar.set_postfix({"loss": total / steps, **last_metrics}, refresh=False)
@@ -342,7 +343,7 @@ def fit(
             if world_size > 1:
                 dist.barrier()  # every process's hook sees the written file
             run_callbacks(callbacks, "on_checkpoint", state, path)
-        tracker.log_metrics({"epoch": epoch, "train/loss_epoch": record["loss"], **last_metrics}, state.global_step)
+        tracker.log_metrics({"epoch": epoch, "train/loss_epoch": record["loss"], **last_metrics}, state.log_step)
         run_callbacks(callbacks, "on_epoch_end", state, record)
         tracker.save()
         if state.should_stop:

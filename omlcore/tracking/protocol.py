@@ -24,9 +24,9 @@ class ExperimentLogger(Protocol):
 
     - ``log_hyperparams(params)``: the run's settings; omlcore passes the resolved config flattened to
       ``{"loss.args.margin": 0.2, ...}`` (:func:`~omlcore.tracking.flatten_params`).
-    - ``log_metrics(metrics, step)``: scalars at a global step (the optimizer steps done): ``train/loss`` and the
-      loss's statistics (``train/<name>``) every few steps, and per epoch ``epoch``, ``train/loss_epoch`` and the
-      flat validation metrics (``OVERALL/cmc/1`` ...).
+    - ``log_metrics(metrics, step)``: scalars at a step (the 0-based index of the last optimizer step, as
+      Lightning logs them): ``train/loss`` and the loss's statistics (``train/<name>``) every few steps, and per
+      epoch ``epoch``, ``train/loss_epoch`` and the flat validation metrics (``OVERALL/cmc/1`` ...).
     - ``finalize(status)``: the run ended (``"success"``, ``"failed"`` or ``"interrupted"``); write what is buffered,
       close the run.
 

@@ -179,14 +179,14 @@ def test_fit_logs_steps_epochs_and_learning_rates() -> None:
     kinds = {"train/loss": "step", "lr-SGD": "lr", "epoch": "epoch"}
     logged = [(call[2], next(kind for key, kind in kinds.items() if key in call[1])) for call in recorder.calls]
     assert logged == [
-        (2, "step"),
-        (2, "lr"),
-        (3, "epoch"),
-        (4, "step"),
-        (4, "lr"),
-        (6, "step"),
-        (6, "lr"),
-        (6, "epoch"),
+        (1, "step"),
+        (1, "lr"),
+        (2, "epoch"),
+        (3, "step"),
+        (3, "lr"),
+        (5, "step"),
+        (5, "lr"),
+        (5, "epoch"),
     ]
     statistics = {f"train/{name}" for name in ("pos_dist", "neg_dist", "active_tri", "num_triplets")}
     assert set(recorder.calls[0][1]) == {"train/loss", *statistics}

@@ -4,6 +4,7 @@ MLflow (a SQLite store and its client), W&B (offline mode, the run folder)."""
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,15 @@ def test_mlflow_run_read_back_with_its_client(tmp_path: Path, mlflow_store: dict
     assert client.get_run(failed.run_id).info.status == "FAILED"
 
 
+def wandb_log(path: Path, last: str, seconds: float = 60.0) -> bytes:
+    """W&B's transaction log (what ``wandb sync`` uploads later) once ``last`` is in it: W&B's service process, which
+    outlives ours, may still be writing it when ``finish`` returns."""
+    deadline = time.monotonic() + seconds
+    while last.encode() not in (log := path.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return log
+
+
 def test_wandb_offline_run_folder(tmp_path: Path, wandb_offline: None) -> None:
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes(b"weights")
@@ -114,7 +124,7 @@ def test_wandb_offline_run_folder(tmp_path: Path, wandb_offline: None) -> None:
     assert run.summary["OVERALL/cmc/1"] == 0.75 and run.summary["trainer/global_step"] == 2
     finalize("success")
     [run_folder] = (tmp_path / "train-tiny-1" / "wandb").glob(f"offline-run-*-{run.id}")
-    log = (run_folder / f"run-{run.id}.wandb").read_bytes()  # W&B's transaction log, synced by `wandb sync` later
+    log = wandb_log(run_folder / f"run-{run.id}.wandb", f"model-{run.id}")
     for written in ("OVERALL/cmc/1", "train/loss_epoch", "trainer/global_step", "loss.args.margin", f"model-{run.id}"):
         assert written.encode() in log, written
     assert list((run_folder / "files" / "media" / "images").glob("worst_OVERALL_cmc_1_*.png"))
