@@ -141,10 +141,15 @@ def test_a_shared_embeddings_cache_serves_a_new_run(config: dict[str, Any], tmp_
     shared = {**config["reranker"], "embeddings_cache": str(tmp_path / "cache")}
     first = train_reranker({**config, "reranker": shared, "runner": {"name": "torch", "args": {"epochs": 1}}})
     second = train_reranker({**config, "reranker": shared, "runner": {"name": "torch", "args": {"epochs": 1}}})
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    [cache] = (tmp_path / "cache").iterdir()
     assert "from the cache" in (second.run_dir / "log.txt").read_text()
     assert "from the cache" not in (first.run_dir / "log.txt").read_text()
     assert not (first.run_dir / "cache").exists()
+    cache.write_bytes(cache.read_bytes()[:100])  # truncated: embedded again, and the file replaced
+    third = train_reranker({**config, "reranker": shared, "runner": {"name": "torch", "args": {"epochs": 1}}})
+    assert "is unreadable or stale; embedding again" in (third.run_dir / "log.txt").read_text()
+    assert torch.load(cache)["embeddings"].shape == (24, 8)
+    assert timeless(third.history)[0] == pytest.approx(timeless(first.history)[0])
 
 
 def test_the_cli_subcommand(config: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
