@@ -1,6 +1,8 @@
 """The ``omlcore`` command line: ``omlcore train | validate | predict CONFIG [key.sub=value ...]``, ``omlcore plugins``.
 
-CONFIG is a YAML file or the name of a shipped config (``omlcore train glyphs``); see ``docs/config.md``.
+CONFIG is a YAML file or the name of a shipped config (``omlcore train glyphs``); see ``docs/config.md``. A persisted
+search index: ``omlcore index build CONFIG out=<folder>``, ``omlcore index add <folder> data=...``, ``omlcore search
+<folder> queries=...``.
 """
 
 from __future__ import annotations
