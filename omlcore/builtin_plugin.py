@@ -189,7 +189,10 @@ POSTPROCESSORS: dict[str, tuple[str, str]] = {
     "k_reciprocal": ("k_reciprocal:KReciprocalReranker", "k-reciprocal re-ranking (Zhong et al. 2017), sparse"),
     "csls": ("normalization:CSLS", "hubness reduction by cross-domain similarity local scaling (Lample 2018)"),
     "constant_threshold": ("thresholds:ConstantThresholding", "drop neighbours farther than a distance (OML)"),
-    "adaptive_threshold": ("thresholds:AdaptiveThresholding", "cut each row at its largest distance gap (OML)"),
+    "adaptive_threshold": (
+        "thresholds:AdaptiveThresholding",
+        "cut each row at its first gap above n_std x the mean gap (OML)",
+    ),
     "pairwise_reranker": ("pairwise:PairwiseReranker", "re-score the top n with a trained pairwise model (OML)"),
 }
 
