@@ -17,6 +17,7 @@ from omlcore.datasets.images import (
     TransformSpec,
     resolve_transform,
 )
+from omlcore.datasets.pairs import NeighbourPairs, PairBatchSampler, PairDataset, mine_neighbour_pairs
 from omlcore.datasets.pixels import ALPHA_BACKGROUND, to_rgb
 
 __all__ = [
@@ -27,10 +28,14 @@ __all__ = [
     "ImageBaseDataset",
     "ImageLabeledDataset",
     "ImageQueryGalleryDataset",
+    "NeighbourPairs",
+    "PairBatchSampler",
+    "PairDataset",
     "TransformSpec",
     "glyphs_dataframe",
     "load_glyphs",
     "materialize_glyphs",
+    "mine_neighbour_pairs",
     "read_dataset_csv",
     "resolve_transform",
     "to_rgb",

@@ -23,6 +23,7 @@ from omlcore.models.hub import (
     checkpoints_dir,
     load_checkpoint,
 )
+from omlcore.models.pairwise import ConcatSiamese, FeatureSiamese, PairwiseModelBase
 from omlcore.models.pooling import GeM, GlobalAvgPool
 from omlcore.models.resnet import ResNetExtractor, resnet18, resnet34, resnet50, resnet101, resnet152
 from omlcore.models.small_cnn import SmallCNN
@@ -35,11 +36,14 @@ __all__ = [
     "CachedFileChangedError",
     "CheckpointError",
     "ChecksumMismatchError",
+    "ConcatSiamese",
     "DownloadError",
     "ExtractorBase",
     "ExtractorWithMLP",
+    "FeatureSiamese",
     "GeM",
     "GlobalAvgPool",
+    "PairwiseModelBase",
     "PretrainedModel",
     "ResNetExtractor",
     "SmallCNN",

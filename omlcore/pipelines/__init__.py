@@ -1,4 +1,4 @@
-"""The pipelines behind ``omlcore train`` / ``validate`` / ``predict``, as Python functions.
+"""The pipelines behind ``omlcore train`` / ``validate`` / ``predict`` / ``train-reranker``, as Python functions.
 
 >>> from omlcore.pipelines import train
 >>> result = train("glyphs", ["runner.args.epochs=1"])  # doctest: +SKIP
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from omlcore.pipelines.predict import PredictResult, predict
 from omlcore.pipelines.train import TrainResult, train
+from omlcore.pipelines.train_reranker import train_reranker
 from omlcore.pipelines.validate import ValidateResult, validate
 
-__all__ = ["PredictResult", "TrainResult", "ValidateResult", "predict", "train", "validate"]
+__all__ = ["PredictResult", "TrainResult", "ValidateResult", "predict", "train", "train_reranker", "validate"]
