@@ -119,17 +119,22 @@ def register_schedulers(registry: Registrar) -> None:
 
 @hookspec
 def register_callbacks(registry: Registrar) -> None:
-    """Register training-loop callbacks (e.g. Lightning callbacks).
+    """Register training-loop callbacks, built from the config's ``callbacks`` and handed to the runner.
 
-    Kind ``"callback"``: ``registry.register(name, target, ...)`` per component.
+    Kind ``"callback"``: ``registry.register(name, target, ...)`` per component. The torch runner takes
+    ``omlcore_torch.callbacks.Callback`` objects, the Lightning runner Lightning's callbacks (and turns omlcore's
+    ``early_stopping`` ... into Lightning's); a runner's ``check_callbacks`` rejects the others before the run.
     """
 
 
 @hookspec
 def register_loggers(registry: Registrar) -> None:
-    """Register experiment loggers (CSV, TensorBoard, ...).
+    """Register experiment loggers (CSV, TensorBoard, MLflow ...), chosen by the config's ``logger``.
 
-    Kind ``"logger"``: ``registry.register(name, target, ...)`` per component.
+    Kind ``"logger"``: ``registry.register(name, target, ...)`` per component. The factory gets the run folder first
+    (``factory(run_dir, **args)``, in the primary process, once the folder exists) and returns an
+    :class:`omlcore.tracking.ExperimentLogger`; pass ``requires`` / ``extra`` so that a missing client library is
+    reported with its ``pip install`` before the run starts.
     """
 
 
