@@ -2,7 +2,9 @@
 
 - :func:`fit`: a small training loop (epochs, AMP on CUDA, gradient clipping, validation, checkpoints, exact resume).
 - :func:`inference`: the embeddings of a dataset, in dataset order, DDP-aware; :func:`evaluate`: its metrics.
-- :class:`Callback`: hooks into :func:`fit` (epoch start / end, after validation, after each checkpoint).
+- :class:`Callback`: hooks into :func:`fit` (epoch start / end, each step, after validation, after each checkpoint);
+  :class:`EarlyStopping`, :class:`TopKCheckpoints`, :class:`LearningRateMonitor`, :class:`FreezeBackbone`.
+- :mod:`omlcore_torch.loggers`: experiment loggers (CSV, TensorBoard, MLflow, W&B ...) for ``fit(loggers=...)``.
 - :mod:`omlcore_torch.distributed`: shard loaders across ranks, gather uneven tensors, merge metric states exactly.
 - :class:`TorchRunner`: the config pipelines' ``torch`` runner, which drives these loops (DDP under ``torchrun``).
 
@@ -17,7 +19,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from omlcore_torch.callbacks import Callback, FitState
+    from omlcore_torch.callbacks import (
+        Callback,
+        EarlyStopping,
+        FitState,
+        FreezeBackbone,
+        LearningRateMonitor,
+        TopKCheckpoints,
+    )
     from omlcore_torch.checks import IncompatibleComponentError
     from omlcore_torch.distributed import all_gather_padded, shard_eval_loader, shard_train_loader, sync_accumulator
     from omlcore_torch.evaluation import evaluate, inference
@@ -26,8 +35,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Callback",
+    "EarlyStopping",
     "FitState",
+    "FreezeBackbone",
     "IncompatibleComponentError",
+    "LearningRateMonitor",
+    "TopKCheckpoints",
     "TorchRunner",
     "all_gather_padded",
     "evaluate",
@@ -42,6 +55,10 @@ __all__ = [
 _HOMES = {
     "Callback": "omlcore_torch.callbacks",
     "FitState": "omlcore_torch.callbacks",
+    "EarlyStopping": "omlcore_torch.callbacks",
+    "FreezeBackbone": "omlcore_torch.callbacks",
+    "LearningRateMonitor": "omlcore_torch.callbacks",
+    "TopKCheckpoints": "omlcore_torch.callbacks",
     "TorchRunner": "omlcore_torch.runner",
     "IncompatibleComponentError": "omlcore_torch.checks",
     "all_gather_padded": "omlcore_torch.distributed",

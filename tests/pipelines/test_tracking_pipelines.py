@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +169,37 @@ def test_two_processes_log_once_from_process_0(tiny_config: Path, how: str) -> N
     events = read_tensorboard(run / "tensorboard")
     assert [e.value for e in events.Scalars("OVERALL/cmc/1")] == pytest.approx(cmc)  # type: ignore[attr-defined]
     assert pd.read_csv(run / "logs" / "metrics.csv")["OVERALL/cmc/1"].dropna().tolist() == pytest.approx(cmc)
+
+
+def test_library_is_quiet_and_the_cli_prints_per_verbosity(
+    tiny_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from omlcore.cli import main
+
+    train(tiny_config, ["runner.args.epochs=1", "logger=null"])
+    assert capsys.readouterr().out == ""  # a library: messages go to the `omlcore` loggers, shown by no one here
+    assert main(["train", str(tiny_config), "runner.args.epochs=1", "--quiet"]) == 0
+    assert "Validation of the untrained model" not in capsys.readouterr().out
+    assert main(["train", str(tiny_config), "runner.args.epochs=1"]) == 0
+    assert "Validation of the untrained model" in capsys.readouterr().out
+
+
+def test_the_cli_shows_a_warning_when_it_happens(tiny_config: Path) -> None:
+    """A logger that cannot start warns at once: the warning comes before the epochs, not at the end of the run."""
+    blocker = tiny_config.parent / "a-file"
+    blocker.write_text("")
+    command = [
+        sys.executable,
+        "-m",
+        "omlcore",
+        "train",
+        str(tiny_config),
+        loggers({"name": "csv", "args": {"save_dir": str(blocker)}}),
+    ]
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:]
+    lines = done.stdout.splitlines()
+    warned = next(
+        i for i, line in enumerate(lines) if line.startswith("warning: logger[0]: the logger 'csv' could not start")
+    )
+    assert warned < next(i for i, line in enumerate(lines) if line.startswith("epoch 1/2"))
