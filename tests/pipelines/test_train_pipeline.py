@@ -184,4 +184,3 @@ def test_an_output_dir_that_is_a_file_is_named(tiny_config: Path, tmp_path: Path
         train(tiny_config, [f"output_dir={occupied}"])
     with pytest.raises(ConfigError, match=r"output_dir: cannot create the run folder '.*a-file/inside/"):
         train(tiny_config, [f"output_dir={occupied / 'inside'}"])
-
