@@ -395,7 +395,9 @@ class CometLogger:
         self.experiment.log_metrics(dict(metrics), step=step)
 
     def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None:
-        self.experiment.log_image(image, name=key, step=step)
+        from PIL import Image
+
+        self.experiment.log_image(Image.fromarray(image), name=key, step=step)  # (an array would be rescaled)
 
     def log_artifact(self, path: str | os.PathLike[str]) -> None:
         if self.log_checkpoints:
