@@ -23,9 +23,9 @@ Re-ranked (the candidates of query ``q``): the gallery items among ``q``'s K gra
 incoming row, minus what the split excludes (``q`` itself, its sequence); they are returned sorted by ``d*`` (ties:
 the smaller gallery index). A gallery item outside the candidates is not returned. When it shares no support with
 ``q`` (``d_J = 1``) it ranks, in the dense algorithm, behind every candidate whose ``d*`` is below
-``1 - lambda + lambda d_K(q)`` (``d_K``: the K-th graph neighbour's distance), keeping its original order there; the
-rows can only miss gallery items farther than the K-th neighbour that are reached through two hops of the graph.
-With ``K >= N - 1`` the rows equal the dense algorithm's.
+``1 - lambda + lambda d_K(q)`` (``d_K``: the K-th graph neighbour's distance), keeping its original order there. So
+the rows can only miss gallery items farther than the K-th neighbour whose encoding shares support with ``q``'s
+(items a few hops away in the graph). With ``K >= N - 1`` the rows equal the dense algorithm's.
 
 Deviations from the published (dense, ``O(N^2)``) code, besides computing on the graph:
 
