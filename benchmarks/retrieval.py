@@ -87,6 +87,18 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def run_worker(command: list[str], what: str) -> dict[str, Any]:
+    """Run one worker process; its JSON line (the last of its stdout), plus ``others_cpu_seconds``: the CPU time
+    the machine spent on other processes meanwhile (a shared machine makes timings noisy)."""
+    busy_before, children_before = busy_cpu_seconds(), children_cpu_seconds()
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        sys.exit(f"{what} failed:\n{completed.stderr}")
+    run: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    run["others_cpu_seconds"] = (busy_cpu_seconds() - busy_before) - (children_cpu_seconds() - children_before)
+    return run
+
+
 # --- the libraries -------------------------------------------------------------------------------------------
 
 
@@ -316,13 +328,7 @@ def main() -> None:
     for repetition in range(args.repeat):  # interleaved, so that a noisy spell hits every library alike
         for library in libraries:
             command = [sys.executable, __file__, "--worker", library, "--n", str(args.n), "--dim", str(args.dim)]
-            busy_before, children_before = busy_cpu_seconds(), children_cpu_seconds()
-            completed = subprocess.run([*command, "--device", args.device], capture_output=True, text=True)
-            if completed.returncode != 0:
-                sys.exit(f"{library} failed:\n{completed.stderr}")
-            run = json.loads(completed.stdout.strip().splitlines()[-1])
-            # CPU time the machine spent on other processes meanwhile: a shared machine makes timings noisy
-            run["others_cpu_seconds"] = (busy_cpu_seconds() - busy_before) - (children_cpu_seconds() - children_before)
+            run = run_worker([*command, "--device", args.device], library)
             every.append(run)
             print(f"[{repetition + 1}/{args.repeat}] {library}: {run['seconds']:.2f} s", file=sys.stderr)
     runs = [min((r for r in every if r["library"] == library), key=lambda r: r["seconds"]) for library in libraries]
