@@ -122,8 +122,9 @@ class DatabaseAugmentation:
     Each gallery item becomes the (weighted) mean of itself and its ``n`` nearest other gallery items
     (``g' = (g + sum_i w_i g_i) / (1 + sum_i w_i)``, ``w_i = max(cos(g, g_i), 0)^alpha``), found by a chunked
     gallery-to-gallery search (``O(G * n)`` memory; the split's sequences are not excluded there, only the item
-    itself). The queries keep their vectors and are searched again in the augmented gallery, with the split's
-    exclusions.
+    itself; where every gallery item is a query without a sequence, its incoming row's first ``n`` are taken, as
+    query expansion takes a query's). The queries keep their vectors and are searched again in the augmented
+    gallery, with the split's exclusions.
 
     Args:
         n: gallery neighbours per gallery item; clipped to the gallery size minus one.
@@ -148,8 +149,18 @@ class DatabaseAugmentation:
         gallery = split.gallery
         n = min(self.n, len(gallery) - 1)
         if n > 0:
-            itself = torch.arange(len(gallery), device=gallery.device)
-            neighbours = context.knn.search(gallery, gallery, n, [(itself, itself)])[1]
-            gallery = _expand(gallery, gallery, neighbours, self.alpha, context.metric)
+            gallery = _expand(
+                gallery, gallery, self._gallery_neighbours(results, context, n), self.alpha, context.metric
+            )
         distances, ids = context.search(split.queries, width, gallery=gallery)
         return with_rows(results, distances, ids)
+
+    @staticmethod
+    def _gallery_neighbours(results: RetrievalResults, context: RetrievalContext, n: int) -> Tensor:
+        """Each gallery item's ``n`` nearest other gallery items. Where every gallery item is a query with no
+        sequence (leave-one-out), its incoming row is that already (it excludes only the item itself): no search."""
+        split = context.split
+        if split.gallery is split.queries and split.query_sequences is None and results.top_k >= n:
+            return results.retrieved_ids[:, :n]
+        itself = torch.arange(len(split.gallery), device=split.gallery.device)
+        return context.knn.search(split.gallery, split.gallery, n, [(itself, itself)])[1]

@@ -11,6 +11,7 @@ import torch
 from omlcore.postprocessing import build_postprocessor
 from omlcore.postprocessing.query_expansion import AlphaQueryExpansion, AverageQueryExpansion, DatabaseAugmentation
 from omlcore.retrieval import QueryGallerySplit, RetrievalResults
+from omlcore.retrieval.knn import ExactKNN
 
 from .naive import (
     LAYOUTS,
@@ -112,6 +113,23 @@ def test_neighbours_come_from_the_incoming_rows_or_a_new_search_when_they_are_na
     )
     reference = np.where(allowed(split), distances(expected, array(split.gallery), "l2"), np.inf)
     assert_rows_equal(AverageQueryExpansion(n=2).process(reversed_rows, context), reference, 5)
+
+
+@pytest.mark.parametrize(
+    ("layout", "top_k", "searches"), [("leave_one_out", 5, 1), ("leave_one_out", 2, 2), ("sets", 5, 2)]
+)
+def test_database_augmentation_reuses_leave_one_out_rows(
+    layout: Layout, top_k: int, searches: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leave-one-out rows at least ``n`` wide are each gallery item's neighbours: only the final search runs."""
+    split = make_split(layout, clustered(seed=7))
+    results, context = retrieve(split, "l2", top_k=top_k)
+    calls = []
+    search = ExactKNN.search
+    monkeypatch.setattr(ExactKNN, "search", lambda *args: calls.append(args) or search(*args))
+    augmented = DatabaseAugmentation(n=3, k=5).process(results, context)
+    assert len(calls) == searches
+    assert_rows_equal(augmented, naive_database_augmentation(split, "l2", 3, 0), 5)
 
 
 def test_n_and_k_beyond_the_gallery_are_clipped() -> None:
