@@ -6,7 +6,8 @@ them: ``ImageLabeledDataset(..., transform="train_augmentations")``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from omlcore.transforms.ops import (
     IMAGENET_MEAN,
@@ -55,17 +56,20 @@ def train_augmentations(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+    hflip: float = 0.5,
+    jitter: float = 0.2,
 ) -> Compose:
-    """Training pipeline: random resized crop to ``size x size``, horizontal flip, light colour jitter, normalise."""
-    return Compose(
-        [
-            RandomResizedCrop(size, scale=scale),
-            RandomHorizontalFlip(),
-            ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-            ToTensor(),
-            Normalize(mean, std),
-        ]
-    )
+    """Training pipeline: random resized crop to ``size x size`` (area fraction in ``scale``, aspect ratio in
+    ``ratio``), horizontal flip with probability ``hflip``, colour jitter of strength ``jitter`` (brightness,
+    contrast, saturation), normalise. ``hflip=0`` for images whose mirror is another class (characters, text);
+    ``jitter=0`` leaves the colours alone. A step with probability or strength 0 is left out."""
+    steps: list[Callable[[Any], Any]] = [RandomResizedCrop(size, scale=scale, ratio=ratio)]
+    if hflip > 0:
+        steps.append(RandomHorizontalFlip(hflip))
+    if jitter > 0:
+        steps.append(ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+    return Compose([*steps, ToTensor(), Normalize(mean, std)])
 
 
 def to_tensor() -> Compose:

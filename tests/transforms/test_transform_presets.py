@@ -101,6 +101,19 @@ def test_to_tensor_preset_keeps_the_image_as_is() -> None:
     np.testing.assert_allclose(out.permute(1, 2, 0).numpy(), np.asarray(image) / 255, atol=1e-7)
 
 
+def test_train_augmentations_without_flip_or_jitter_for_characters() -> None:
+    """``hflip=0`` never mirrors (a mirrored character is another class); ``jitter=0`` leaves colours alone."""
+    pipeline = train_augmentations(size=16, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0, jitter=0)
+    assert [type(step) for step in pipeline.transforms] == [RandomResizedCrop, ToTensor, Normalize]
+    assert pipeline.transforms[0].ratio == (1.0, 1.0)
+    image = Image.new("RGB", (16, 16))
+    image.paste((255, 255, 255), (0, 0, 4, 16))  # a bar on the left
+    for _ in range(20):
+        out = pipeline(image)
+        assert out[0, :, :4].mean() > out[0, :, 12:].mean()  # never mirrored: the bar stays on the left
+    assert train_augmentations(hflip=1.0).transforms[1].p == 1.0
+
+
 @pytest.mark.parametrize("name", ["normalize", "resize_normalize", "train_augmentations", "to_tensor"])
 def test_presets_are_importable_by_registry_target(name: str) -> None:
     import importlib
