@@ -2,7 +2,7 @@
 
 CONFIG is a YAML file or the name of a shipped config (``omlcore train glyphs``); see ``docs/config.md``. A persisted
 search index: ``omlcore index build CONFIG out=<folder>``, ``omlcore index add <folder> data=...``, ``omlcore search
-<folder> queries=...``.
+<folder> queries=...``; its explorer in the browser: ``omlcore serve <folder> [--run <validation run>]``.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
         _add_verbosity(pipeline, argparse.SUPPRESS)
         pipeline.set_defaults(handler=_cmd_pipeline, pipeline=name.replace("-", "_"))
     _add_export_parser(commands)
+    _add_serve_parser(commands)
     return parser
 
 
@@ -284,6 +285,41 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"{result.path} ({result.format}, {result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s{checked})")
     for key, value in read_metadata(result.path).items():
         print(f"  {key}: {value}")
+    return 0
+
+
+_SERVE_EPILOG = """\
+examples:
+  omlcore serve photos.index                                   http://127.0.0.1:8000/
+  omlcore serve glyphs.index --run runs/validate-glyphs-20260101-120000 --port 8080
+
+The run's validation items must be in the index (omlcore index build <run>/config.yaml checkpoint=... index.split=
+validation out=...). The JSON API's schema: /openapi.json. Needs pip install "omlcore[serve]".
+"""
+
+
+def _add_serve_parser(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="explore an index (and a validation run) in the browser: search by image or item, worst queries",
+        description="A local web app over an index folder: search, rankings, postprocessors, a run's worst queries.",
+        epilog=_SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("index", help="the index folder (omlcore index build)")
+    serve.add_argument("--run", help="a validation run folder (omlcore validate) of the index's items")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="default: 8000")
+    serve.add_argument("--cache", help="the thumbnails' folder (default: under omlcore's cache folder)")
+    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="the largest image upload (default: 10)")
+    serve.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from omlcore.serve import serve
+
+    max_bytes = int(args.max_upload_mb * 2**20)
+    serve(args.index, args.run, host=args.host, port=args.port, cache=args.cache, max_upload_bytes=max_bytes)
     return 0
 
 

@@ -1,0 +1,195 @@
+"""One query's ranking in a gallery: the exact top of the scan, post-processed on request, as framed cells.
+
+The cells are the HTML grids' (:func:`~omlcore.visualization.retrieval_rows`): ``correct`` / ``wrong`` where labels
+are known (``retrieved`` where not) and ``missed`` relevant items beyond the page, each with its rank, distance and
+label, plus the rank it had before the postprocessor re-ranked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from omlcore.postprocessing import RetrievalContext, check_postprocessed
+from omlcore.protocols import Postprocessor
+from omlcore.retrieval import QueryGallerySplit, RetrievalResults
+from omlcore.retrieval.scores import DistanceMetric
+from omlcore.serve.scan import GalleryScan
+from omlcore.visualization import CellKind, retrieval_rows
+
+__all__ = ["Gallery", "Query", "RankedCell", "Ranking", "rank"]
+
+
+class Gallery:
+    """The gallery rows a ranking searches: their embeddings, the index row of each, labels / sequences if known.
+
+    Args:
+        embeddings: float32 ``(G, D)``.
+        rows: int64 ``(G,)``: the index row (position in the index's items) of each gallery row.
+        labels, sequences: int64 ``(G,)`` or None (sequence ``-1``: none).
+        metric: the index's distance.
+    """
+
+    def __init__(
+        self,
+        embeddings: Tensor,
+        rows: Tensor,
+        labels: Tensor | None = None,
+        sequences: Tensor | None = None,
+        metric: DistanceMetric = "l2",
+    ) -> None:
+        self.embeddings, self.rows, self.labels, self.sequences, self.metric = (
+            embeddings,
+            rows,
+            labels,
+            sequences,
+            metric,
+        )
+        self.scan = GalleryScan(embeddings, metric)
+        self._position = {row: position for position, row in enumerate(rows.tolist())}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def position(self, row: int | None) -> int:
+        """The gallery position of index row ``row``; ``-1`` when it is not in the gallery (or None)."""
+        return -1 if row is None else self._position.get(row, -1)
+
+    def excluded(self, query: Query) -> np.ndarray:
+        """Gallery positions the query never retrieves: itself and the items of its sequence."""
+        own = self.position(query.row)
+        excluded = {own} if own >= 0 else set()
+        if self.sequences is not None and query.sequence is not None and query.sequence >= 0:
+            excluded |= set(torch.nonzero(self.sequences == query.sequence).flatten().tolist())
+        return np.array(sorted(excluded), dtype=np.int64)
+
+    def depth(self, query: Query, stop: int) -> int:
+        """How many neighbours to scan so that ``stop`` remain once :meth:`excluded` ones are dropped."""
+        return min(len(self), stop + len(self.excluded(query)))
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query: its embedding ``(D,)``, and where it is an indexed item, its index row, label and sequence."""
+
+    embedding: Tensor
+    row: int | None = None
+    label: int | None = None
+    sequence: int | None = None
+
+
+@dataclass(frozen=True)
+class RankedCell:
+    """One item of a ranking: its frame (``correct``, ``wrong``, ``missed``, ``retrieved``), index row, rank (from 1;
+    None for a missed item beyond the ranks searched), distance, label, and its rank before post-processing (None
+    when it was not among the ranks searched, or when nothing was post-processed)."""
+
+    kind: CellKind
+    row: int
+    rank: int | None
+    distance: float | None
+    label: int | None
+    before: int | None = None
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Ranks ``start + 1 .. stop`` of one query (``cells``), the relevant items not ranked up to ``stop``
+    (``missed``, closest first, only with labels), how many gallery items the query can retrieve (``total``), how many
+    are relevant (``n_relevant``, None without labels) and the postprocessor's name (None: the plain kNN)."""
+
+    cells: list[RankedCell]
+    missed: list[RankedCell]
+    start: int
+    stop: int
+    total: int
+    n_relevant: int | None
+    postprocessor: str | None
+
+
+def rank(
+    gallery: Gallery,
+    query: Query,
+    neighbours: tuple[Tensor, Tensor],
+    *,
+    start: int,
+    stop: int,
+    postprocessor: tuple[str, Postprocessor] | None = None,
+    n_missed: int = 8,
+) -> Ranking:
+    """Ranks ``start + 1 .. stop`` of ``query``.
+
+    Args:
+        neighbours: ``(distances, positions)`` ``(1, gallery.depth(query, stop))`` from ``gallery.scan.search``, the
+            query's own gallery position excluded.
+        postprocessor: ``(name, postprocessor)`` that re-ranks the ``stop`` nearest items, or None.
+        n_missed: at most this many missed relevant items.
+    """
+    distances, positions = neighbours
+    excluded = gallery.excluded(query)
+    keep = ~torch.from_numpy(np.isin(positions.numpy(), excluded)) & (positions >= 0)
+    distances = distances[keep][:stop].unsqueeze(0)
+    positions = positions[keep][:stop].unsqueeze(0)
+    split = _split(gallery, query)
+    results = RetrievalResults(
+        distances=distances,
+        retrieved_ids=positions,
+        n_relevant=split.n_relevant(),
+        n_gallery=len(gallery),
+        query_labels=split.query_labels,
+        gallery_labels=split.gallery_labels,
+        query_sequences=split.query_sequences,
+        gallery_sequences=split.gallery_sequences,
+        query_ids=split.query_ids,
+        gallery_ids=split.gallery_ids,
+        metric=gallery.metric,
+    )
+    before: dict[int, int] | None = None
+    if postprocessor is not None:
+        name, step = postprocessor
+        before = {int(gallery.rows[p]): r for r, p in enumerate(positions[0].tolist(), start=1)}
+        context = RetrievalContext(split, gallery.metric)
+        results = check_postprocessed(results, step.process(results, context), name)
+    cells = retrieval_rows(results, [0], top_k=max(stop, 1), n_missed=n_missed)[0][1:]
+
+    def ranked(kind: CellKind, at: int | None, row: int, distance: float | None, label: int | None) -> RankedCell:
+        return RankedCell(kind, row, at, distance, label, None if before is None else before.get(row))
+
+    page = [
+        ranked(cell.kind, cell.rank, cell.item, cell.distance, cell.label)
+        for cell in cells
+        if cell.kind != "missed" and cell.rank is not None and cell.rank > start
+    ]
+    missed = [ranked(cell.kind, None, cell.item, None, cell.label) for cell in cells if cell.kind == "missed"]
+    n_relevant = int(results.n_relevant[0]) if query.label is not None and gallery.labels is not None else None
+    return Ranking(
+        page,
+        missed,
+        start,
+        stop,
+        len(gallery) - len(excluded),
+        n_relevant,
+        None if postprocessor is None else postprocessor[0],
+    )
+
+
+def _split(gallery: Gallery, query: Query) -> QueryGallerySplit:
+    """The one-query split (with the exclusions of :meth:`Gallery.excluded`) that results and postprocessors see."""
+    labelled = query.label is not None and gallery.labels is not None
+    sequenced = query.sequence is not None and gallery.sequences is not None
+    query_labels = torch.tensor([query.label]) if labelled else None
+    in_gallery = torch.tensor([gallery.position(query.row) >= 0])
+    return QueryGallerySplit(
+        query.embedding.unsqueeze(0),
+        gallery.embeddings,
+        query_labels,
+        gallery.labels if labelled else None,
+        torch.tensor([query.sequence]) if sequenced else None,
+        gallery.sequences if sequenced else None,
+        torch.tensor([-1 if query.row is None else query.row]),
+        gallery.rows,
+        in_gallery,
+    )
