@@ -135,6 +135,7 @@ def start_server(app: Any) -> tuple[str, Any, threading.Thread]:
 @pytest.fixture(scope="session")
 def explorer_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """``(index folder, validation run folder, dataset CSV)``: the index and the run by the real pipelines."""
+    needs_serve()
     from omlcore.pipelines import validate
     from omlcore.pipelines.index import build_index
 
