@@ -18,7 +18,7 @@ from omlcore.protocols import Postprocessor
 from omlcore.retrieval import QueryGallerySplit, RetrievalResults
 from omlcore.retrieval.scores import DistanceMetric
 from omlcore.serve.scan import GalleryScan
-from omlcore.visualization import CellKind, retrieval_rows
+from omlcore.visualization import CellKind
 
 __all__ = ["Gallery", "Query", "RankedCell", "Ranking", "rank"]
 
@@ -50,6 +50,13 @@ class Gallery:
         )
         self.scan = GalleryScan(embeddings, metric)
         self._position = {row: position for position, row in enumerate(rows.tolist())}
+        self._labels: np.ndarray | None = None
+        self._by_label: np.ndarray | None = None  # gallery positions sorted by label (stable)
+        self._sorted_labels: np.ndarray | None = None
+        if labels is not None:
+            self._labels = labels.numpy()
+            self._by_label = np.argsort(self._labels, kind="stable")
+            self._sorted_labels = self._labels[self._by_label]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -65,6 +72,20 @@ class Gallery:
         if self.sequences is not None and query.sequence is not None and query.sequence >= 0:
             excluded |= set(torch.nonzero(self.sequences == query.sequence).flatten().tolist())
         return np.array(sorted(excluded), dtype=np.int64)
+
+    def label(self, position: int) -> int | None:
+        """The label of gallery position ``position`` (None without labels)."""
+        return None if self._labels is None else int(self._labels[position])
+
+    def relevant(self, query: Query, excluded: np.ndarray) -> np.ndarray | None:
+        """The gallery positions relevant to ``query`` (its label, not ``excluded``), ascending; None when either
+        side has no labels."""
+        if query.label is None or self._sorted_labels is None or self._by_label is None:
+            return None
+        first = np.searchsorted(self._sorted_labels, query.label, side="left")
+        last = np.searchsorted(self._sorted_labels, query.label, side="right")
+        same = np.sort(self._by_label[first:last])
+        return same[~np.isin(same, excluded)]
 
     def depth(self, query: Query, stop: int) -> int:
         """How many neighbours to scan so that ``stop`` remain once :meth:`excluded` ones are dropped."""
@@ -120,7 +141,8 @@ def rank(
     postprocessor: tuple[str, Postprocessor] | None = None,
     n_missed: int = 8,
 ) -> Ranking:
-    """Ranks ``start + 1 .. stop`` of ``query``.
+    """Ranks ``start + 1 .. stop`` of ``query``, framed as :func:`~omlcore.visualization.retrieval_rows` frames them
+    (computed from the gallery's label index here: a request touches the query's label, not the whole gallery).
 
     Args:
         neighbours: ``(distances, positions)`` ``(1, gallery.depth(query, stop))`` from ``gallery.scan.search``, the
@@ -131,47 +153,55 @@ def rank(
     distances, positions = neighbours
     excluded = gallery.excluded(query)
     keep = ~torch.from_numpy(np.isin(positions.numpy(), excluded)) & (positions >= 0)
-    distances = distances[keep][:stop].unsqueeze(0)
-    positions = positions[keep][:stop].unsqueeze(0)
-    split = _split(gallery, query)
-    results = RetrievalResults(
-        distances=distances,
-        retrieved_ids=positions,
-        n_relevant=split.n_relevant(),
-        n_gallery=len(gallery),
-        query_labels=split.query_labels,
-        gallery_labels=split.gallery_labels,
-        query_sequences=split.query_sequences,
-        gallery_sequences=split.gallery_sequences,
-        query_ids=split.query_ids,
-        gallery_ids=split.gallery_ids,
-        metric=gallery.metric,
-    )
+    distances, positions = distances[keep][:stop].unsqueeze(0), positions[keep][:stop].unsqueeze(0)
+    relevant = gallery.relevant(query, excluded)
     before: dict[int, int] | None = None
     if postprocessor is not None:
         name, step = postprocessor
         before = {int(gallery.rows[p]): r for r, p in enumerate(positions[0].tolist(), start=1)}
-        context = RetrievalContext(split, gallery.metric)
-        results = check_postprocessed(results, step.process(results, context), name)
-    cells = retrieval_rows(results, [0], top_k=max(stop, 1), n_missed=n_missed)[0][1:]
-
-    def ranked(kind: CellKind, at: int | None, row: int, distance: float | None, label: int | None) -> RankedCell:
-        return RankedCell(kind, row, at, distance, label, None if before is None else before.get(row))
-
-    page = [
-        ranked(cell.kind, cell.rank, cell.item, cell.distance, cell.label)
-        for cell in cells
-        if cell.kind != "missed" and cell.rank is not None and cell.rank > start
-    ]
-    missed = [ranked(cell.kind, None, cell.item, None, cell.label) for cell in cells if cell.kind == "missed"]
-    n_relevant = int(results.n_relevant[0]) if query.label is not None and gallery.labels is not None else None
+        split = _split(gallery, query)
+        n_relevant = torch.tensor([-1 if relevant is None else len(relevant)])
+        results = RetrievalResults(
+            distances=distances,
+            retrieved_ids=positions,
+            n_relevant=n_relevant,
+            n_gallery=len(gallery),
+            query_labels=split.query_labels,
+            gallery_labels=split.gallery_labels,
+            query_sequences=split.query_sequences,
+            gallery_sequences=split.gallery_sequences,
+            query_ids=split.query_ids,
+            gallery_ids=split.gallery_ids,
+            metric=gallery.metric,
+        )
+        results = check_postprocessed(results, step.process(results, RetrievalContext(split, gallery.metric)), name)
+        distances, positions = results.retrieved(0)
+    else:
+        distances, positions = distances[0], positions[0]
+    ranked = positions.tolist()
+    page = []
+    for at, (distance, position) in enumerate(zip(distances.tolist(), ranked, strict=True), start=1):
+        if at <= start:
+            continue
+        label = gallery.label(position)
+        kind: CellKind = "retrieved" if relevant is None else "correct" if label == query.label else "wrong"
+        row = int(gallery.rows[position])
+        page.append(RankedCell(kind, row, at, distance, label, None if before is None else before.get(row)))
+    missed = []
+    if relevant is not None and n_missed:
+        seen = set(ranked)
+        for position in relevant.tolist():
+            if position not in seen:
+                missed.append(RankedCell("missed", int(gallery.rows[position]), None, None, query.label))
+                if len(missed) == n_missed:
+                    break
     return Ranking(
         page,
         missed,
         start,
         stop,
         len(gallery) - len(excluded),
-        n_relevant,
+        None if relevant is None else len(relevant),
         None if postprocessor is None else postprocessor[0],
     )
 
