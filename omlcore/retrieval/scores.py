@@ -33,9 +33,12 @@ __all__ = [
     "Exclude",
     "Exclusions",
     "ScoreBlock",
+    "Scorer",
+    "chunk_slices",
     "default_chunk_size",
     "is_symmetric",
     "iter_score_blocks",
+    "make_scorer",
     "scores_to_distances",
 ]
 
@@ -117,8 +120,13 @@ class Exclusions:
         return active
 
 
-class _Scorer:
+class Scorer:
     """Blocks of ``bias_g[j] + row_term[i] + factor * q_i . g_j``: one GEMM per block, bias fused into it.
+
+    The prepared float32 operands (normalised or rescaled copies where needed) are :attr:`queries`,
+    :attr:`gallery`, :attr:`bias`, :attr:`row_term` and :attr:`factor`; :meth:`scores` also takes gathered rows and
+    columns, and :meth:`low_precision_scores` approximates a block by a bfloat16 GEMM (see
+    :mod:`omlcore.retrieval.fast`).
 
     On CPU, oneDNN's fp32 GEMM (:func:`~omlcore.functional.linear.onednn_linear`) is used where it is usable: on
     some CPUs (e.g. AMD Zen with MKL) it is markedly faster than the BLAS behind ``torch.addmm``; both compute
@@ -153,23 +161,59 @@ class _Scorer:
         # oneDNN reads rows of contiguous memory: one copy of a strided gallery here, not one per block
         self.gallery = gallery.contiguous() if self.onednn else gallery
         self._buffer = torch.empty(0, dtype=gallery.dtype, device=gallery.device)
+        self._gallery_low: Tensor | None = None
 
-    def row_block(self, rows: slice) -> Tensor:
+    def row_block(self, rows: slice | Tensor) -> Tensor:
         """The (scaled) queries of ``rows``, the GEMM's input."""
         return self.queries[rows].mul(self.factor)
 
-    def scores(self, rows: slice, prepared_rows: Tensor, cols: slice) -> Tensor:
+    def scores(self, rows: slice | Tensor, prepared_rows: Tensor, cols: slice | Tensor) -> Tensor:
+        """The float32 block for query ``rows`` (prepared by :meth:`row_block`) and gallery ``cols``: a slice, or
+        int64 positions (a gathered block, computed by the same calls)."""
+        gallery, bias = (self.gallery[cols], self.bias[cols]) if isinstance(cols, slice) else self._gather(cols)
         if self.onednn:
-            out = onednn_linear(prepared_rows, self.gallery[cols], self.bias[cols])
+            out = onednn_linear(prepared_rows, gallery, bias)
         else:
-            n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
+            n_rows, n_cols = len(prepared_rows), len(gallery)
             if self._buffer.numel() < n_rows * n_cols:
                 self._buffer = torch.empty(n_rows * n_cols, dtype=self.gallery.dtype, device=self.gallery.device)
             out = self._buffer[: n_rows * n_cols].view(n_rows, n_cols)
-            torch.addmm(self.bias[cols], prepared_rows, self.gallery[cols].T, out=out)
+            torch.addmm(bias, prepared_rows, gallery.T, out=out)
         if self.row_term is not None:
             out.add_(self.row_term[rows, None])
         return out
+
+    def _gather(self, cols: Tensor) -> tuple[Tensor, Tensor]:
+        return self.gallery.index_select(0, cols), self.bias.index_select(0, cols)
+
+    def low_precision_scores(self, rows: slice, prepared_rows: Tensor, cols: slice) -> Tensor:
+        """An approximation of :meth:`scores` from one bfloat16 GEMM (``prepared_rows`` from
+        :meth:`low_precision_rows`): the bfloat16 product, then the float32 bias and row term added."""
+        if self._gallery_low is None:
+            self._gallery_low = self.gallery.to(torch.bfloat16)
+        out = torch.mm(prepared_rows, self._gallery_low[cols].T).float().add_(self.bias[cols])
+        if self.row_term is not None:
+            out.add_(self.row_term[rows, None])
+        return out
+
+    def low_precision_rows(self, rows: slice) -> Tensor:
+        """:meth:`row_block` rounded to bfloat16."""
+        return self.row_block(rows).to(torch.bfloat16)
+
+    def blocks(self, chunk: int, symmetric: bool, low_precision: bool = False) -> Iterator[ScoreBlock]:
+        """The blocks of :func:`iter_score_blocks`; with ``low_precision`` their :meth:`low_precision_scores`."""
+        row_slices = chunk_slices(len(self.queries), chunk)
+        col_slices = row_slices if symmetric else chunk_slices(len(self.gallery), chunk)
+        for i, rows in enumerate(row_slices):
+            prepared = self.low_precision_rows(rows) if low_precision else self.row_block(rows)
+            for j, cols in enumerate(col_slices):
+                if symmetric and j < i:
+                    continue
+                if low_precision:
+                    scores = self.low_precision_scores(rows, prepared, cols)
+                else:
+                    scores = self.scores(rows, prepared, cols)
+                yield ScoreBlock(rows, cols, scores, mirrored=symmetric and j > i, scale=self.scale)
 
 
 def _max_abs(x: Tensor) -> float:
@@ -227,7 +271,8 @@ def _squared_norms(x: Tensor, chunk: int = 8192) -> Tensor:
     return torch.cat([part.pow(2).sum(dim=1) for part in x.split(chunk)]) if len(x) else x.new_zeros(0)
 
 
-def _slices(n: int, chunk: int) -> list[slice]:
+def chunk_slices(n: int, chunk: int) -> list[slice]:
+    """``[0, n)`` cut into consecutive slices of ``chunk`` (the last one shorter): the blocks' rows / columns."""
     return [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
 
 
@@ -263,15 +308,11 @@ def iter_score_blocks(
     chunk = chunk_size or default_chunk_size(queries.device)
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk}")
+    yield from make_scorer(queries, gallery, metric, cpu_gemm).blocks(chunk, symmetric)
+
+
+def make_scorer(queries: Tensor, gallery: Tensor, metric: DistanceMetric, cpu_gemm: CpuGemm = "auto") -> Scorer:
+    """The :class:`Scorer` of ``queries`` x ``gallery`` (float32 copies where needed; no gradient)."""
     same = gallery is queries
     queries = queries.detach().float()
-    scorer = _Scorer(queries, queries if same else gallery.detach().float(), metric, cpu_gemm)
-    row_slices = _slices(len(queries), chunk)
-    col_slices = row_slices if symmetric else _slices(len(gallery), chunk)
-    for i, rows in enumerate(row_slices):
-        prepared = scorer.row_block(rows)
-        for j, cols in enumerate(col_slices):
-            if symmetric and j < i:
-                continue
-            scores = scorer.scores(rows, prepared, cols)
-            yield ScoreBlock(rows, cols, scores, mirrored=symmetric and j > i, scale=scorer.scale)
+    return Scorer(queries, queries if same else gallery.detach().float(), metric, cpu_gemm)
