@@ -23,6 +23,8 @@ from omlcore.tracking import TrackingWarning
 __all__ = ["main"]
 
 _EPILOG = """\
+documentation: docs/getting-started.md (the site: mkdocs build; every config key in docs/config.md)
+
 plugin switches (environment variables):
   OMLCORE_DISABLE_PLUGINS=a,b        do not load these entry-point plugins
   OMLCORE_PLUGINS=a,b                load only these entry-point plugins
@@ -105,7 +107,8 @@ examples:
   omlcore search photos.index queries=queries.csv k=5 "postprocessor={name: aqe, args: {n: 2}}"
 
 data=, out=, queries=, k= stand for index.data=, index.out=, search.queries=, search.k=; any other key.sub=value
-overrides the config (for add and search: the one saved in the index, or --config). See docs/config.md.
+overrides the config (for add and search: the one saved in the index, or --config). See docs/deployment.md and
+docs/config.md.
 """
 
 
@@ -237,7 +240,7 @@ examples:
   omlcore export my_weights.pt --config my.yaml --input-size 224
 
 The preprocessing (input size, mean / std) is recorded in the file's metadata: ONNX metadata_props, TorchScript
-extra file omlcore.json; omlcore.export.read_metadata(path) reads both.
+extra file omlcore.json; omlcore.export.read_metadata(path) reads both. See docs/deployment.md.
 """
 
 
@@ -392,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             status: int = args.handler(args)
         except OmlcoreError as error:
             status = 2
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {error}\n(see {error.docs})", file=sys.stderr)
         except KeyboardInterrupt as interrupted:
             status = 130  # as a shell reports a process ended by SIGINT
             if not isinstance(interrupted, RunInterrupted):  # a run has printed where it is and how to resume

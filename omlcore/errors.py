@@ -18,15 +18,25 @@ __all__ = [
 
 
 class OmlcoreError(Exception):
-    """Base class of every error omlcore raises on purpose."""
+    """Base class of every error omlcore raises on purpose.
+
+    ``docs`` is the page of the documentation site that explains the fix, as its path in the repository; the
+    command line prints it under the message.
+    """
+
+    docs: str = "docs/faq.md"
 
 
 class MissingDependencyError(OmlcoreError, ImportError):
     """An optional framework is needed but not installed; the message carries the pip command."""
 
+    docs = "docs/getting-started.md"
+
 
 class UnknownComponentError(OmlcoreError, KeyError):
     """A registry lookup used a name nobody registered; the message lists the closest known names."""
+
+    docs = "docs/plugins.md"
 
     def __str__(self) -> str:  # KeyError would otherwise quote the whole message
         return str(self.args[0]) if self.args else ""
@@ -35,9 +45,13 @@ class UnknownComponentError(OmlcoreError, KeyError):
 class DuplicateComponentError(OmlcoreError):
     """Two plugins registered the same name for the same kind, and neither asked to override."""
 
+    docs = "docs/plugins.md"
+
 
 class DataValidationError(OmlcoreError, ValueError):
     """A dataset (CSV / dataframe / image file) violates omlcore's data contract."""
+
+    docs = "docs/data-format.md"
 
 
 class RunInterrupted(KeyboardInterrupt):

@@ -16,6 +16,8 @@ class ConfigError(OmlcoreError, ValueError):
         source: the config file (or "overrides"), shown in front of the path.
     """
 
+    docs = "docs/config.md"
+
     def __init__(self, path: str, message: str, source: str | None = None) -> None:
         self.path = path
         self.message = message

@@ -15,6 +15,10 @@ import pytest
 import yaml
 from conftest import DOCS, ROOT
 
+from omlcore.cli import main
+from omlcore.config import ConfigError
+from omlcore.errors import DataValidationError
+
 #: The documented import roots (the core, the three adapters, the faiss plugin).
 ROOTS = ("omlcore", "omlcore_torch", "omlcore_lightning", "omlcore_pml", "omlcore_faiss")
 
@@ -109,3 +113,12 @@ def test_doc_paths_in_the_code_and_the_cli_exist() -> None:
     named = {match for source in sources for match in re.findall(r"docs/[\w/.-]+?\.md", source.read_text())}
     assert {"docs/config.md"} <= named
     assert sorted(path for path in named if not (ROOT / path).is_file()) == []
+
+
+def test_cli_help_and_errors_name_their_page(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "documentation: docs/getting-started.md" in capsys.readouterr().out
+    assert main(["train", "no-such-config.yaml"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("(see docs/config.md)")
+    assert (ROOT / ConfigError.docs).is_file() and (ROOT / DataValidationError.docs).is_file()
