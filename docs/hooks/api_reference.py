@@ -106,7 +106,7 @@ def _documented(module: griffe.Module) -> list[str]:
 
 
 def _children(module: griffe.Module) -> list[griffe.Module]:
-    return [child for name, child in module.modules.items() if _public(name, child)]  # type: ignore[misc]
+    return [child for name, child in sorted(module.modules.items()) if _public(name, child)]  # type: ignore[misc]
 
 
 def _walk(module: griffe.Module) -> Iterator[griffe.Module]:
@@ -131,7 +131,7 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
     """Expands the nav's "API reference" entry into the overview page and the generated pages."""
     _PAGES.clear()
     _PAGES.update(api_pages())
-    section = [INDEX, *({title: [page.uri for page in pages]} for title, pages in _PAGES.items())]
+    section = [{"Overview": INDEX}, *({title: [page.uri for page in pages]} for title, pages in _PAGES.items())]
     for number, entry in enumerate(config.nav or []):
         if isinstance(entry, dict) and NAV_TITLE in entry:
             config.nav[number] = {NAV_TITLE: section}  # type: ignore[index]

@@ -12,7 +12,6 @@ import pytest
 from omlcore.utils.optional import is_available
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs"
 SITE_ENV = "OMLCORE_DOCS_SITE"
 
 

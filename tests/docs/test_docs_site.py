@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import DOCS, ROOT
 
 from omlcore.cli import main
 from omlcore.config import ConfigError
 from omlcore.errors import DataValidationError
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
 
 #: The documented import roots (the core, the three adapters, the faiss plugin).
 ROOTS = ("omlcore", "omlcore_torch", "omlcore_lightning", "omlcore_pml", "omlcore_faiss")

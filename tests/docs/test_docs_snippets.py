@@ -7,8 +7,10 @@ import importlib
 from pathlib import Path
 
 import pytest
-from conftest import DOCS, ROOT
 from snippets import fenced_blocks, run_python_blocks, skip_unless_importable
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
 
 GUIDES = sorted(path for path in DOCS.rglob("*.md") if "hooks" not in path.parts)
 WITH_CODE = [path for path in GUIDES if fenced_blocks(path.read_text(), "python")]
