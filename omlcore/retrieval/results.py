@@ -30,7 +30,7 @@ from omlcore.retrieval.validation import (
     check_same_dim,
 )
 
-__all__ = ["QueryGallerySplit", "RetrievalResults", "relevant_counts"]
+__all__ = ["QueryGallerySplit", "RetrievalResults", "equal_key_pairs", "relevant_counts"]
 
 _FORMAT = "omlcore.RetrievalResults/1"
 
@@ -74,6 +74,19 @@ def relevant_counts(
     query_codes, gallery_codes = codes[: len(query_labels)], codes[len(query_labels) :]
     same_sequence = _count_in(query_codes, gallery_codes[gallery_sequences >= 0])
     return counts - torch.where(query_sequences >= 0, same_sequence, self_count)
+
+
+def equal_key_pairs(query_keys: Tensor, gallery_keys: Tensor, non_negative: bool = True) -> tuple[Tensor, Tensor]:
+    """All ``(query, gallery)`` position pairs with equal keys (only keys ``>= 0`` with ``non_negative``), sorted by
+    query then gallery position; from one sort of the gallery keys, never a ``Q x G`` mask."""
+    order = torch.sort(gallery_keys, stable=True).indices
+    sorted_keys = gallery_keys[order]
+    start = torch.searchsorted(sorted_keys, query_keys, side="left")
+    stop = torch.searchsorted(sorted_keys, query_keys, side="right")
+    lengths = torch.where(query_keys >= 0, stop - start, 0) if non_negative else stop - start
+    owner = torch.repeat_interleave(torch.arange(len(query_keys), device=lengths.device), lengths)
+    offsets = torch.arange(len(owner), device=owner.device) - (torch.cumsum(lengths, 0) - lengths)[owner]
+    return owner, order[start[owner] + offsets]
 
 
 @dataclass(frozen=True, eq=False)
@@ -356,14 +369,7 @@ class RetrievalResults:
         """Per query, the sorted gallery positions of all its relevant items (``O(sum n_relevant)`` memory)."""
         if self.query_labels is None or self.gallery_labels is None:
             raise RetrievalInputError("these results have no labels, so relevance is unknown")
-        order = torch.sort(self.gallery_labels, stable=True).indices
-        sorted_labels = self.gallery_labels[order]
-        start = torch.searchsorted(sorted_labels, self.query_labels, side="left")
-        stop = torch.searchsorted(sorted_labels, self.query_labels, side="right")
-        lengths = stop - start
-        owner = torch.repeat_interleave(torch.arange(self.n_queries, device=lengths.device), lengths)
-        offsets = torch.arange(len(owner), device=owner.device) - (torch.cumsum(lengths, 0) - lengths)[owner]
-        candidates = order[start[owner] + offsets]
+        owner, candidates = equal_key_pairs(self.query_labels, self.gallery_labels, non_negative=False)
         keep = torch.ones(len(owner), dtype=torch.bool, device=owner.device)
         if self.query_ids is not None and self.gallery_ids is not None:
             keep &= self.query_ids[owner] != self.gallery_ids[candidates]

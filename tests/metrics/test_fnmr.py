@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
+from fnmr_dense_oracle import dense_fnmr_at_fmr
 from torch import Tensor
 
 from omlcore.metrics import fnmr_at_fmr, fnmr_at_fmr_from_distances
@@ -86,3 +88,32 @@ def test_no_positive_pairs_gives_nan() -> None:
     assert math.isnan(result.item())
     with pytest.raises(ValueError, match=r"fmr_vals must be a non-empty sequence of numbers in \[0, 1\]"):
         fnmr_at_fmr(items, items, torch.arange(4), torch.arange(4), (1.5,))
+
+
+def _oracle_cases() -> list[tuple[str, Tensor, Tensor, Tensor, Tensor, list[tuple[Tensor, Tensor]], int]]:
+    generator = torch.Generator().manual_seed(12)
+    cases = []
+    for kind in ("gaussian", "grid", "few_labels"):
+        n = int(torch.randint(120, 260, (1,), generator=generator))
+        if kind == "grid":  # exact ties everywhere
+            items = torch.randint(-2, 3, (n, 4), generator=generator).float()
+        else:
+            items = torch.randn(n, 12, generator=generator)
+        labels = torch.randint(0, 3 if kind == "few_labels" else n // 6, (n,), generator=generator)
+        ids, sequences = torch.arange(n), torch.randint(-1, 15, (n,), generator=generator)
+        cases.append((f"{kind}-self", items, items, labels, labels, [(ids, ids), (sequences, sequences)], 48))
+        gallery = torch.randn(90, items.shape[1], generator=generator) if kind != "grid" else items[:90] + 1
+        gallery_labels = torch.randint(0, 3 if kind == "few_labels" else n // 6, (90,), generator=generator)
+        cases.append((f"{kind}-sets", items, gallery, labels, gallery_labels, [], 32))
+    return cases
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_equals_the_dense_implementation_it_replaced(metric: str) -> None:
+    """Bit-equal to the previous implementation (dense label masks per block), kept as a test oracle."""
+    fmr = (0.0, 0.001, 0.01, 0.05, 0.1, 0.3, 0.5, 1.0)
+    for name, queries, gallery, query_labels, gallery_labels, exclude, chunk in _oracle_cases():
+        kwargs: dict[str, Any] = {"exclude": exclude, "metric": metric, "chunk_size": chunk}
+        got = fnmr_at_fmr(queries, gallery, query_labels, gallery_labels, fmr, **kwargs)
+        expected = dense_fnmr_at_fmr(queries, gallery, query_labels, gallery_labels, fmr, **kwargs)
+        assert torch.equal(got.nan_to_num(-1), expected.nan_to_num(-1)), name
