@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 import omlcore
@@ -51,6 +52,7 @@ from omlcore.postprocessing import RetrievalContext, build_postprocessor, check_
 from omlcore.protocols import KNNBackend, Postprocessor
 from omlcore.retrieval import ExactKNN, QueryGallerySplit, RetrievalResults, relevant_counts
 from omlcore.retrieval.scores import DistanceMetric, Exclude
+from omlcore.retrieval.sharded import merge_across_ranks, shard_bounds
 from omlcore.retrieval.validation import as_embeddings, as_int_keys, check_finite
 
 __all__ = ["Index", "IndexDtype", "PersistableKNN"]
@@ -335,6 +337,7 @@ class Index:
         block_rows: int = BLOCK_ROWS,
         dataset: Any = None,
         gallery_dataset: Any = None,
+        sharded: bool = False,
     ) -> RetrievalResults:
         """The ``k`` nearest items of every query.
 
@@ -347,6 +350,9 @@ class Index:
             block_rows: gallery rows per block of the streamed exact search.
             dataset, gallery_dataset: the queries' items and the gallery's (indexed by position), for postprocessors
                 that read items (:class:`~omlcore.postprocessing.RetrievalContext`).
+            sharded: under ``torch.distributed``, every rank calls this with the same queries and reads and scores
+                only its share of the index's rows (whole blocks of ``block_rows``); the top k are merged exactly,
+                and every rank gets the one-process results. Exact backend only.
 
         Returns:
             :class:`~omlcore.retrieval.RetrievalResults`: ``retrieved_ids`` are gallery positions (rows of
@@ -369,9 +375,16 @@ class Index:
             exclude.append((as_int_keys("exclude_ids", exclude_ids, len(query_tensor), torch.device("cpu")), item_ids))
         width = min(k, len(self))
         backend = self._backend()
+        if sharded and backend is not None:
+            raise ValueError(f"sharded=True searches with the exact backend only; this index uses {self.backend_spec}")
         if backend is None:
             knn = ExactKNN(self.metric)
-            distances, positions = knn.search_stream(query_tensor, self._blocks(block_rows), width, exclude)
+            if sharded:
+                first, parts = self._shard(block_rows)
+                scores, positions = knn.stream_scores(query_tensor, parts, width, exclude, offset=first)
+                distances, positions = knn.finish(*merge_across_ranks(scores, positions, width), width, 1.0)
+            else:
+                distances, positions = knn.search_stream(query_tensor, self._blocks(block_rows), width, exclude)
         elif isinstance(backend, PersistableKNN):
             self._fit(backend)
             distances, positions = backend.search_fitted(query_tensor, width, exclude)
@@ -410,6 +423,18 @@ class Index:
             for begin in range(first, len(segment), block_rows):
                 rows = segment.rows(begin, min(begin + block_rows, len(segment)))
                 yield torch.from_numpy(np.asarray(rows, dtype=np.float32))
+
+    def _shard(self, block_rows: int) -> tuple[int, Iterator[Tensor]]:
+        """This rank's share of the blocks :meth:`_blocks` yields: its first row, and its blocks."""
+        pieces = []  # (segment, begin, end) of every block, in order
+        for segment in self._segments:
+            pieces += [(segment, b, min(b + block_rows, len(segment))) for b in range(0, len(segment), block_rows)]
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        bounds = shard_bounds([end - begin for _, begin, end in pieces], world)
+        mine = pieces[bounds[rank] : bounds[rank + 1]]
+        first = sum(end - begin for _, begin, end in pieces[: bounds[rank]])
+        blocks = (torch.from_numpy(np.asarray(segment.rows(b, e), dtype=np.float32)) for segment, b, e in mine)
+        return first, blocks
 
     def _gallery_tensor(self) -> Tensor:
         return torch.from_numpy(np.array(self.embeddings(), dtype=np.float32))  # a copy: files are read-only

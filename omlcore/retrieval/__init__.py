@@ -8,6 +8,7 @@ from omlcore.retrieval.knn import ExactKNN
 from omlcore.retrieval.ranks import first_relevant_ranks
 from omlcore.retrieval.results import QueryGallerySplit, RetrievalResults, relevant_counts
 from omlcore.retrieval.scores import DistanceMetric, iter_score_blocks, scores_to_distances
+from omlcore.retrieval.sharded import ShardedKNN
 from omlcore.retrieval.validation import RetrievalInputError
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "QueryGallerySplit",
     "RetrievalInputError",
     "RetrievalResults",
+    "ShardedKNN",
     "first_relevant_ranks",
     "iter_score_blocks",
     "relevant_counts",

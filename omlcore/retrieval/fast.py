@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from omlcore.retrieval.scores import CpuGemm, Exclusions, Scorer, chunk_slices
-from omlcore.retrieval.topk import RunningTopK, absorb, fold, sortable
+from omlcore.retrieval.topk import RunningTopK, absorb, fold, smallest_pairs
 
 __all__ = ["FAST_ENV", "FastMode", "FastSearchStats", "fast_pays", "fast_topk", "fast_usable", "resolve_mode"]
 
@@ -259,15 +259,6 @@ def _bounds(scorer: Scorer, chunk: int = 8192) -> Tensor:
     return (low + exact + underflow) * (1 + 2.0**-20)
 
 
-def _smallest(scores: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Per row the ``k`` smallest ``(score, id)`` pairs among ``ids >= 0``, ascending; ``(inf, -1)`` pads."""
-    key = (sortable(scores) << 31) | ids.clamp_min(0)
-    key = key.masked_fill(ids < 0, torch.iinfo(torch.int64).max)
-    order = key.topk(k, dim=1, largest=False, sorted=True).indices
-    chosen = ids.gather(1, order)
-    return scores.gather(1, order).masked_fill(chosen < 0, _INF), chosen
-
-
 def _rescore(scorer: Scorer, layout: _Layout, group: slice, row_chunk: slice, candidates: Tensor) -> Tensor:
     """float32 engine scores ``(R, w)`` of the queries ``group`` (of the engine's ``row_chunk``) and their
     ``candidates`` (``-1``: none, scored ``inf``)."""
@@ -331,7 +322,7 @@ def fast_topk(
         for start in range(rows.start, rows.stop, _ROWS):
             group = slice(start, min(start + _ROWS, rows.stop))
             scores = _rescore(scorer, layout, group, rows, candidates.indices[group])
-            values[group], indices[group] = _smallest(scores, candidates.indices[group], k)
+            values[group], indices[group] = smallest_pairs(scores, candidates.indices[group], k)
     full = candidates.indices[:, -1] >= 0
     margin = candidates.values[:, -1].double() - values[:, -1].double()
     certified = ~full | (width >= n_gallery) | (margin > _bounds(scorer))

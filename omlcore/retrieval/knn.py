@@ -102,6 +102,23 @@ class ExactKNN:
             ``(distances, indices)``, float32 / int64 ``(Q, k)`` on the device of ``queries``, ascending by
             distance then gallery index; rows with fewer than ``k`` candidates end in ``(inf, -1)``.
         """
+        scores, indices, scale = self.search_scores(queries, gallery, k, exclude)
+        return self.finish(scores, indices, k, scale)
+
+    def search_scores(
+        self,
+        queries: Tensor,
+        gallery: Tensor,
+        k: int,
+        exclude: Exclude | None = None,
+        columns: range | None = None,
+    ) -> tuple[Tensor, Tensor, float]:
+        """:meth:`search` before scores become distances: ``(scores, indices, scale)``, ``(Q, min(k, G))``, for
+        merging partial results exactly (:func:`~omlcore.retrieval.topk.smallest_pairs`; then :meth:`finish`).
+
+        ``columns``: only these chunks of the gallery (indices into its chunks of ``chunk_size``; in a symmetric
+        search each block above the diagonal belongs to the chunk of its columns): a shard of the search.
+        """
         queries = as_embeddings("queries", queries)
         gallery = as_embeddings("gallery", gallery)
         check_same_dim(("queries", "gallery"), (queries, gallery))
@@ -122,17 +139,17 @@ class ExactKNN:
         width = min(k, len(gallery))
         if width == 0 or len(queries) == 0:
             empty = RunningTopK(len(queries), width, queries.device)
-            return self._finish(empty.values, empty.indices, width, k, 1.0)
+            return empty.values, empty.indices, 1.0
         scorer = make_scorer(queries, gallery, self.metric, self.cpu_gemm)
         chunk = self.chunk_size or default_chunk_size(queries.device)
         exclusions = Exclusions(pairs)
-        found = self._fast_topk(scorer, width, chunk, symmetric, exclusions)
+        found = None if columns is not None else self._fast_topk(scorer, width, chunk, symmetric, exclusions)
         if found is None:
             topk = RunningTopK(len(queries), width, queries.device)
-            fold(topk, scorer.blocks(chunk, symmetric), exclusions)
-            return self._finish(topk.values, topk.indices, width, k, scorer.scale)
+            fold(topk, scorer.blocks(chunk, symmetric, columns=columns), exclusions)
+            return topk.values, topk.indices, scorer.scale
         values, indices, self.last_fast_stats = found
-        return self._finish(values, indices, width, k, scorer.scale)
+        return values, indices, scorer.scale
 
     def _fast_topk(
         self, scorer: Scorer, k: int, chunk: int, symmetric: bool, exclusions: Exclusions
@@ -159,6 +176,14 @@ class ExactKNN:
         ``O(Q * k)`` plus one part. Parts must not need rescaling (see :mod:`~omlcore.retrieval.scores`): entries
         of ``2^40`` or more are an error here.
         """
+        scores, indices = self.stream_scores(queries, parts, k, exclude)
+        return self.finish(scores, indices, k, 1.0)
+
+    def stream_scores(
+        self, queries: Tensor, parts: Iterable[Tensor], k: int, exclude: Exclude | None = None, offset: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`search_stream` before scores become distances: ``(scores, indices)``, ``(Q, min(k, G))``; the
+        parts' gallery indices start at ``offset`` (a shard of a larger gallery: ``exclude`` keys cover it all)."""
         queries = as_embeddings("queries", queries)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -167,7 +192,7 @@ class ExactKNN:
         topk = RunningTopK(len(queries), k, queries.device)
         exclusions = Exclusions(pairs)
         chunks: dict[int, slice] = {}
-        offset = 0
+        start = offset
         for part in parts:
             part = as_embeddings("gallery part", part)
             check_same_dim(("queries", "gallery"), (queries, part))
@@ -184,13 +209,13 @@ class ExactKNN:
                 chunks[block.rows.start] = block.rows
             offset += len(part)
         topk.flush(list(chunks.values()))
-        width = min(k, offset)
-        if width < k:  # fewer gallery items than k: the columns beyond stay padding
-            topk.values, topk.indices = topk.values[:, :width], topk.indices[:, :width]
-        return self._finish(topk.values, topk.indices, width, k, 1.0)
+        width = min(k, offset - start)
+        return topk.values[:, :width], topk.indices[:, :width]
 
-    def _finish(self, values: Tensor, indices: Tensor, width: int, k: int, scale: float) -> tuple[Tensor, Tensor]:
-        distances = scores_to_distances(values, self.metric, scale)
+    def finish(self, scores: Tensor, indices: Tensor, k: int, scale: float) -> tuple[Tensor, Tensor]:
+        """Scores ``(Q, w)`` to the distances of :meth:`search`, both padded to ``k`` columns with ``(inf, -1)``."""
+        distances = scores_to_distances(scores, self.metric, scale)
+        width = scores.shape[1]
         if width < k:
             distances = torch.nn.functional.pad(distances, (0, k - width), value=_INF)
             indices = torch.nn.functional.pad(indices, (0, k - width), value=-1)

@@ -200,14 +200,20 @@ class Scorer:
         """:meth:`row_block` rounded to bfloat16."""
         return self.row_block(rows).to(torch.bfloat16)
 
-    def blocks(self, chunk: int, symmetric: bool, low_precision: bool = False) -> Iterator[ScoreBlock]:
-        """The blocks of :func:`iter_score_blocks`; with ``low_precision`` their :meth:`low_precision_scores`."""
+    def blocks(
+        self, chunk: int, symmetric: bool, low_precision: bool = False, columns: range | None = None
+    ) -> Iterator[ScoreBlock]:
+        """The blocks of :func:`iter_score_blocks`; with ``low_precision`` their :meth:`low_precision_scores`; with
+        ``columns`` only the blocks of those gallery chunks (indices into the chunks of the whole gallery)."""
         row_slices = chunk_slices(len(self.queries), chunk)
         col_slices = row_slices if symmetric else chunk_slices(len(self.gallery), chunk)
+        wanted = range(len(col_slices)) if columns is None else columns
         for i, rows in enumerate(row_slices):
+            if symmetric and i > wanted.stop - 1:
+                break
             prepared = self.low_precision_rows(rows) if low_precision else self.row_block(rows)
             for j, cols in enumerate(col_slices):
-                if symmetric and j < i:
+                if (symmetric and j < i) or j not in wanted:
                     continue
                 if low_precision:
                     scores = self.low_precision_scores(rows, prepared, cols)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from omlcore.retrieval.scores import Exclude, Exclusions, ScoreBlock
 
-__all__ = ["RunningTopK", "absorb", "fold", "sortable"]
+__all__ = ["RunningTopK", "absorb", "fold", "smallest_pairs", "sortable"]
 
 _INF = float("inf")
 _GROUP = 32  # entries per group whose minimum screens them (see _candidates)
@@ -157,3 +157,13 @@ def fold(topk: RunningTopK, blocks: Iterable[ScoreBlock], exclusions: Exclusions
         chunks[block.cols.start] = block.cols
     topk.flush(list(chunks.values()))
     return scale
+
+
+def smallest_pairs(scores: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Per row the ``k`` smallest ``(score, id)`` pairs among ``ids >= 0`` (ids below ``2^31``), ascending: the
+    engine's order; ``(inf, -1)`` pads. Merges partial top-k lists exactly."""
+    key = (sortable(scores) << 31) | ids.clamp_min(0)
+    key = key.masked_fill(ids < 0, torch.iinfo(torch.int64).max)
+    order = key.topk(k, dim=1, largest=False, sorted=True).indices
+    chosen = ids.gather(1, order)
+    return scores.gather(1, order).masked_fill(chosen < 0, _INF), chosen
