@@ -39,6 +39,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import pairwise
 from typing import Literal
 
 import torch
@@ -162,58 +164,56 @@ class _Layout:
     n_gallery: int
     symmetric: bool
 
-    def gallery_chunk(self, index: int) -> slice:
-        return slice(index * self.chunk, min((index + 1) * self.chunk, self.n_gallery))
+    @cached_property
+    def thin_chunks(self) -> list[slice]:
+        return [part for part in chunk_slices(self.n_gallery, self.chunk) if part.stop - part.start < _MIN_SIDE]
 
-    def operands(self, items: Tensor) -> list[tuple[Tensor, slice | Tensor, Tensor]]:
-        """``items`` (gallery positions) as GEMM operands: ``(which items, operand, their rows in it)``. Items of
-        thin chunks come as the whole chunk (a slice: the engine's own shape), the others together, padded."""
-        chunk_of = items // self.chunk
-        last = (self.n_gallery - 1) // self.chunk
-        thin = {j for j in range(last + 1) if self.chunk < _MIN_SIDE or j == last} if len(items) else set()
-        thin = {j for j in thin if self.gallery_chunk(j).stop - self.gallery_chunk(j).start < _MIN_SIDE}
-        parts: list[tuple[Tensor, slice | Tensor, Tensor]] = []
-        regular = torch.ones_like(items, dtype=torch.bool)
-        for j in sorted(thin & set(chunk_of.unique().tolist())):
-            mask = chunk_of == j
-            regular &= ~mask
-            block = self.gallery_chunk(j)
-            parts.append((mask, block, items[mask] - block.start))
-        if bool(regular.any()):
-            chosen = items[regular]
-            parts.append((regular, _padded(chosen), torch.arange(len(chosen), device=items.device)))
-        return parts
+    def runs(self, items: Tensor, split: int) -> list[tuple[int, int, slice | None]]:
+        """Sorted gallery ``items`` cut at ``split`` and around thin chunks: ``(start, stop, thin chunk or None)``."""
+        cuts = {0, split, len(items)}
+        if self.thin_chunks:
+            edges = torch.tensor([e for part in self.thin_chunks for e in (part.start, part.stop)], device=items.device)
+            cuts.update(torch.searchsorted(items, edges).tolist())
+        bounds = sorted(cuts)
+        found = []
+        for start, stop in pairwise(bounds):
+            if start < stop:
+                found.append((start, stop, self._thin_chunk_of(int(items[start])) if self.thin_chunks else None))
+        return found
+
+    def _thin_chunk_of(self, position: int) -> slice | None:
+        part = slice(
+            position // self.chunk * self.chunk, min((position // self.chunk + 1) * self.chunk, self.n_gallery)
+        )
+        return part if part.stop - part.start < _MIN_SIDE else None
 
 
 def _block(scorer: Scorer, rows: slice | Tensor, cols: slice | Tensor) -> Tensor:
-    if isinstance(rows, Tensor):
-        rows = _padded(rows)
+    """A float32 block by the engine's call; row and column lists are padded (gathered blocks are never thin)."""
+    rows, cols = (_padded(x) if isinstance(x, Tensor) else x for x in (rows, cols))
     return scorer.scores(rows, scorer.row_block(rows), cols).clone()
 
 
 def _engine_scores(scorer: Scorer, layout: _Layout, group: Tensor, row_chunk: slice, items: Tensor) -> Tensor:
     """float32 scores ``(len(group), len(items))`` of the queries ``group`` (all of the engine's row chunk
-    ``row_chunk``) and the gallery ``items``, each pair by a call like the engine's block that holds it: in a
-    symmetric search a pair whose gallery item lies in an earlier chunk is a row of that block, the query a column."""
-    out = torch.empty(len(group), len(items), device=group.device)
-    if row_chunk.stop - row_chunk.start < _MIN_SIDE:
-        group_operand: slice | Tensor = row_chunk
-        group_rows = group - row_chunk.start
-    else:
-        group_operand, group_rows = _padded(group), torch.arange(len(group), device=group.device)
-    earlier = items < row_chunk.start if layout.symmetric else torch.zeros_like(items, dtype=torch.bool)
-    for flipped in (False, True):
-        side = earlier if flipped else ~earlier
-        if not bool(side.any()):
-            continue
-        positions = side.nonzero().flatten()
-        for mask, operand, item_rows in layout.operands(items[side]):
-            if flipped:
-                values = _block(scorer, operand, group_operand)[item_rows[:, None], group_rows[None, :]].T
-            else:
-                values = _block(scorer, group_operand, operand)[group_rows[:, None], item_rows[None, :]]
-            out[:, positions[mask]] = values
-    return out
+    ``row_chunk``) and the sorted gallery ``items``, each pair by a call like the engine's block that holds it: in a
+    symmetric search a pair whose gallery item lies in an earlier chunk is a row of that block, the query a column;
+    a thin chunk takes part whole (the engine's own shape)."""
+    thin_rows = row_chunk.stop - row_chunk.start < _MIN_SIDE
+    group_operand: slice | Tensor = row_chunk if thin_rows else group
+    group_rows: slice | Tensor = group - row_chunk.start if thin_rows else slice(0, len(group))
+    split = int(torch.searchsorted(items, row_chunk.start)) if layout.symmetric else 0
+    pieces = [torch.empty(len(group), 0, device=group.device)]
+    for start, stop, thin in layout.runs(items, split):
+        part = items[start:stop]
+        operand: slice | Tensor = part if thin is None else thin
+        item_rows: slice | Tensor = slice(0, len(part)) if thin is None else part - thin.start
+        if stop <= split:
+            block = _block(scorer, operand, group_operand)[item_rows].T
+        else:
+            block = _block(scorer, group_operand, operand)[:, item_rows]
+        pieces.append(block[group_rows])
+    return torch.cat(pieces, dim=1)
 
 
 def _reproducible(scorer: Scorer, layout: _Layout, n_queries: int) -> bool:
@@ -230,7 +230,8 @@ def _reproducible(scorer: Scorer, layout: _Layout, n_queries: int) -> bool:
             block = _block(scorer, cols, rows).T if flipped else _block(scorer, rows, cols)
             for size_rows, size_cols in ((1, 300), (17, 1), (_ROWS, 70)):
                 local_rows = torch.randint(0, len(block), (size_rows,), generator=generator).to(device)
-                local_cols = torch.randint(0, block.shape[1], (size_cols,), generator=generator).to(device)
+                local_cols = torch.randint(0, block.shape[1], (size_cols,), generator=generator).sort().values
+                local_cols = local_cols.to(device)
                 got = _engine_scores(scorer, layout, local_rows + rows.start, rows, local_cols + cols.start)
                 expected = block[local_rows[:, None], local_cols[None, :]]
                 if not torch.equal(got.view(torch.int32), expected.view(torch.int32)):
