@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retrieval import machine, make_data, run_worker, versions  # noqa: E402
+from retrieval import machine, make_data, run_worker, versions
 
 MODES = ("exact", "fast", "fnmr", "fnmr_before")
 FMR = (0.001, 0.01, 0.1)
@@ -147,8 +147,9 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], probe: dict[str
         lines += [
             "",
             f"Fast path (medians): {stats['certified_fraction']:.2%} of the queries certified with "
-            f"{stats['candidates']:.0f} candidates each; stages: bfloat16 candidates {stats['candidate_seconds']:.2f} s, "
-            f"float32 rescoring {stats['rescore_seconds']:.2f} s, fallback of the uncertified queries "
+            f"{stats['candidates']:.0f} candidates each; stages: bfloat16 candidates "
+            f"{stats['candidate_seconds']:.2f} s, float32 rescoring {stats['rescore_seconds']:.2f} s, fallback of the "
+            "uncertified queries "
             f"{stats['fallback_seconds']:.2f} s.",
         ]
     lines += [
