@@ -30,6 +30,7 @@ from omlcore.transforms.ops import CLIP_MEAN, CLIP_STD
 
 __all__ = [
     "BUILTIN_PRETRAINED",
+    "OML_DOCS_ZOO_SOURCE",
     "OML_ZOO_SOURCE",
     "PretrainedModel",
     "extra_pretrained",
@@ -39,6 +40,10 @@ __all__ = [
 ]
 
 OML_ZOO_SOURCE = "OML 4.0 README, 'Image models zoo' (https://github.com/OML-Team/open-metric-learning#zoo)"
+OML_DOCS_ZOO_SOURCE = (
+    "OML documentation, page 'Zoo' (docs/readme/zoo.md in https://github.com/OML-Team/open-metric-learning; "
+    "OML 4.0's README gives other figures for some models)"
+)
 _OML_CKPTS = "https://oml.daloroserver.com/download/checkpoints"
 _OML_PIPELINES = "https://github.com/OML-Team/open-metric-learning/tree/main/pipelines/features_extraction"
 _FB = "https://dl.fbaipublicfiles.com"
@@ -135,7 +140,7 @@ def _dino(arch: str, folder: str, md5: str, scores: dict[str, float]) -> Pretrai
         transform_args=_IMAGENET_224,
         source=f"{_DINO}, self-supervised on ImageNet-1k",
         cmc1=scores,
-        cmc1_source=OML_ZOO_SOURCE,
+        cmc1_source=OML_DOCS_ZOO_SOURCE,
     )
 
 
@@ -176,7 +181,7 @@ def _clip_tower(arch: str, name: str, scores: dict[str, float], **kwargs: Any) -
         transform="letterbox_normalize",
         transform_args=_CLIP_LETTERBOX_224,
         cmc1=scores,
-        cmc1_source=OML_ZOO_SOURCE,
+        cmc1_source=OML_DOCS_ZOO_SOURCE,
         **kwargs,
     )
 
@@ -273,7 +278,7 @@ BUILTIN_PRETRAINED: tuple[PretrainedModel, ...] = (
         transform_args=_RESIZE_256_CROP_224,
         source="MoCo v2, Chen et al. 2020 (facebookresearch/moco), self-supervised on ImageNet-1k, 800 epochs",
         cmc1=_scores(0.493, 0.267, 0.264, 0.149),
-        cmc1_source=OML_ZOO_SOURCE,
+        cmc1_source=OML_DOCS_ZOO_SOURCE,
     ),
     _torchvision(18, 1, "f37072fd", transform="resize_center_crop", transform_args=_RESIZE_256_CROP_224),
     _torchvision(34, 1, "b627a593", transform="resize_center_crop", transform_args=_RESIZE_256_CROP_224),
@@ -284,7 +289,7 @@ BUILTIN_PRETRAINED: tuple[PretrainedModel, ...] = (
         transform="resize_center_crop",
         transform_args=_RESIZE_256_CROP_224,
         cmc1=_scores(0.515, 0.284, 0.455, 0.247),
-        cmc1_source=OML_ZOO_SOURCE,
+        cmc1_source=OML_DOCS_ZOO_SOURCE,
     ),
     _torchvision(101, 1, "63fe2227", transform="resize_center_crop", transform_args=_RESIZE_256_CROP_224),
     _torchvision(152, 1, "394f9c45", transform="resize_center_crop", transform_args=_RESIZE_256_CROP_224),

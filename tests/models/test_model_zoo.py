@@ -40,7 +40,7 @@ from omlcore.models import (
     list_pretrained,
     transforms_for_pretrained,
 )
-from omlcore.models.catalog import BUILTIN_PRETRAINED, OML_ZOO_SOURCE
+from omlcore.models.catalog import BUILTIN_PRETRAINED, OML_DOCS_ZOO_SOURCE, OML_ZOO_SOURCE
 from omlcore.models.hub import download, file_hash
 from omlcore.plugins import get_registry
 from omlcore.transforms import CLIP_MEAN, IMAGENET_MEAN, Compose, Normalize
@@ -463,7 +463,9 @@ def test_the_builtin_zoo_is_consistent() -> None:
     )
     openai = get_pretrained("openai_vitl14_224")
     assert openai.hash_algorithm == "sha256" and openai.hash in openai.urls[0] and openai.cmc1["cars"] == 0.844
-    assert get_pretrained("resnet50_moco_v2").cmc1_source == OML_ZOO_SOURCE
+    assert get_pretrained("resnet50_moco_v2").cmc1_source == OML_DOCS_ZOO_SOURCE
+    assert get_pretrained("vits16_dino").cmc1_source == OML_DOCS_ZOO_SOURCE
+    assert get_pretrained("vits16_sop").cmc1_source == OML_ZOO_SOURCE
 
 
 @pytest.mark.parametrize("name", ["vits16_dino", "vits16_cars", "openai_vitb16_224", "resnet50_imagenet1k_v1"])
