@@ -252,42 +252,54 @@ def fnmr_at_fmr(
 
 
 class _Fine:
-    """The low 12 bits of the scores in chosen buckets: a 4096-bin histogram per bucket."""
+    """The low 12 bits of the scores in chosen buckets: a 4096-bin histogram per bucket.
+
+    A block is screened by one range test against the hull of the buckets, a lookup finds the chosen buckets among
+    the few entries that pass, and their histogram positions are counted in batches of several blocks.
+    """
+
+    _BATCH = 1 << 22  # positions counted at once
 
     def __init__(self, buckets: list[int], device: torch.device) -> None:
         self.slots = {bucket: slot for slot, bucket in enumerate(buckets)}
         self.table = torch.full((_N_BUCKETS,), -1, dtype=torch.long, device=device)
         self.table[torch.tensor(buckets, dtype=torch.long, device=device)] = torch.arange(len(buckets), device=device)
         self.histogram = torch.zeros(len(buckets) << _LOW_BITS, dtype=torch.long, device=device)
-        self.runs: list[tuple[int, int]] = []  # the buckets as runs of consecutive ones, in bit patterns [start, stop)
-        for bucket in buckets:
-            if self.runs and self.runs[-1][1] == bucket << _LOW_BITS:
-                self.runs[-1] = (self.runs[-1][0], (bucket + 1) << _LOW_BITS)
-            else:
-                self.runs.append((bucket << _LOW_BITS, (bucket + 1) << _LOW_BITS))
+        self.hull = (min(buckets) << _LOW_BITS, (max(buckets) + 1) << _LOW_BITS) if buckets else (0, 0)
+        self._pending: dict[int, list[Tensor]] = {1: [], 2: []}  # positions by weight
+        self._n_pending = 0
 
     def _index(self, bits: Tensor) -> Tensor:
-        """Fine-histogram positions of the ``bits`` that lie in the chosen buckets (a few range tests, then a
-        lookup on the few entries that pass)."""
-        inside: Tensor | None = None
-        for start, stop in self.runs:
-            run = (bits >= start) & (bits < stop)
-            inside = run if inside is None else inside.logical_or_(run)
-        if inside is None:
-            return torch.zeros(0, dtype=torch.long, device=bits.device)
-        chosen = bits[inside].long()
-        return (self.table[chosen >> _LOW_BITS] << _LOW_BITS) | (chosen & _LOW_MASK)
+        """Fine-histogram positions of the ``bits`` that lie in the chosen buckets."""
+        chosen = bits[(bits >= self.hull[0]) & (bits < self.hull[1])].long()
+        slot = self.table[chosen >> _LOW_BITS]
+        keep = slot >= 0
+        return (slot[keep] << _LOW_BITS) | (chosen[keep] & _LOW_MASK)
 
     def add(self, bits: Tensor, weight: int) -> None:
+        if not self.slots:
+            return
         index = self._index(bits)
-        if len(index):
-            self.histogram += torch.bincount(index, minlength=len(self.histogram)) * weight
+        self._pending[weight].append(index)
+        self._n_pending += len(index)
+        if self._n_pending > self._BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        for weight, parts in self._pending.items():
+            if parts:
+                counts = torch.bincount(torch.cat(parts), minlength=len(self.histogram))
+                self.histogram.add_(counts, alpha=weight)
+                parts.clear()
+        self._n_pending = 0
 
     def take_out(self, bits: Tensor) -> None:
+        self._flush()
         index = self._index(bits)
         self.histogram.index_add_(0, index, torch.full_like(index, -1))
 
     def counts(self, bucket: int) -> Tensor:
+        self._flush()
         slot = self.slots[bucket]
         return self.histogram[slot << _LOW_BITS : (slot + 1) << _LOW_BITS].cpu()
 
@@ -303,7 +315,7 @@ def _count(
     for block in scorer.blocks(chunk, symmetric):
         if specials is not None:
             specials.read(block)
-        bits = block.scores.view(torch.int32).clamp_min(0).view(-1)  # negative scores (and -0.0): distance 0
+        bits = block.scores.view(torch.int32).clamp_min_(0).view(-1)  # negative scores (and -0.0): distance 0
         buckets = bits >> _LOW_BITS
         weight = 2 if block.mirrored else 1
         low, high = (int(v) for v in torch.aminmax(buckets))  # count over the block's own range of buckets only
