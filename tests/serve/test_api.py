@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from omlcore.index import Index
-from tests.serve.conftest import HOSTILE_NAME, Served, free_port, needs_serve, request
+
+from .conftest import HOSTILE_NAME, Served, free_port, needs_serve, request
 
 
 def reference(served: Served) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:

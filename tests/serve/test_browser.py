@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from omlcore.visualization import FRAME_COLOURS
-from tests.serve.conftest import Served
+
+from .conftest import Served
 
 CELLS = "#ranking figure.cell"
 
