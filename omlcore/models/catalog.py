@@ -41,8 +41,8 @@ __all__ = [
 
 OML_ZOO_SOURCE = "OML 4.0 README, 'Image models zoo' (https://github.com/OML-Team/open-metric-learning#zoo)"
 OML_DOCS_ZOO_SOURCE = (
-    "OML documentation, page 'Zoo' (docs/readme/zoo.md in https://github.com/OML-Team/open-metric-learning; "
-    "OML 4.0's README gives other figures for some models)"
+    "OML documentation, page 'Zoo' (readme/zoo.md in the docs folder of "
+    "https://github.com/OML-Team/open-metric-learning; OML 4.0's README gives other figures for some models)"
 )
 _OML_CKPTS = "https://oml.daloroserver.com/download/checkpoints"
 _OML_PIPELINES = "https://github.com/OML-Team/open-metric-learning/tree/main/pipelines/features_extraction"
