@@ -316,9 +316,22 @@ class RetrievalResults:
         knn = backend if backend is not None else ExactKNN(metric)
         distances, retrieved = knn.search(split.queries, split.gallery, min(top_k, len(split.gallery)), split.exclude)
         width = int((retrieved >= 0).sum(dim=1).max())
+        return cls.of_split(
+            split,
+            distances[:, :width].contiguous(),
+            retrieved[:, :width].contiguous(),
+            n_relevant,
+            str(getattr(knn, "metric", metric)),
+        )
+
+    @classmethod
+    def of_split(
+        cls, split: QueryGallerySplit, distances: Tensor, retrieved_ids: Tensor, n_relevant: Tensor, metric: str
+    ) -> RetrievalResults:
+        """Rows already retrieved for ``split`` (one per query), with the split's labels, sequences and ids."""
         return cls(
-            distances=distances[:, :width].contiguous(),
-            retrieved_ids=retrieved[:, :width].contiguous(),
+            distances=distances,
+            retrieved_ids=retrieved_ids,
             n_relevant=n_relevant,
             n_gallery=len(split.gallery),
             query_labels=split.query_labels,
@@ -327,7 +340,7 @@ class RetrievalResults:
             gallery_sequences=split.gallery_sequences,
             query_ids=split.query_ids,
             gallery_ids=split.gallery_ids,
-            metric=str(getattr(knn, "metric", metric)),
+            metric=metric,
         )
 
     # --- views --------------------------------------------------------------------------------------------------

@@ -161,19 +161,7 @@ def rank(
         before = {int(gallery.rows[p]): r for r, p in enumerate(positions[0].tolist(), start=1)}
         split = _split(gallery, query)
         n_relevant = torch.tensor([-1 if relevant is None else len(relevant)])
-        results = RetrievalResults(
-            distances=distances,
-            retrieved_ids=positions,
-            n_relevant=n_relevant,
-            n_gallery=len(gallery),
-            query_labels=split.query_labels,
-            gallery_labels=split.gallery_labels,
-            query_sequences=split.query_sequences,
-            gallery_sequences=split.gallery_sequences,
-            query_ids=split.query_ids,
-            gallery_ids=split.gallery_ids,
-            metric=gallery.metric,
-        )
+        results = RetrievalResults.of_split(split, distances, positions, n_relevant, gallery.metric)
         results = check_postprocessed(results, step.process(results, RetrievalContext(split, gallery.metric)), name)
         distances, positions = results.retrieved(0)
     else:
