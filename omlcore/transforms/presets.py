@@ -63,11 +63,12 @@ def train_augmentations(
     """Training pipeline: random resized crop to ``size x size`` (area fraction in ``scale``, aspect ratio in
     ``ratio``), horizontal flip with probability ``hflip``, colour jitter of strength ``jitter`` (brightness,
     contrast, saturation), normalise. ``hflip=0`` for images whose mirror is another class (characters, text);
-    ``jitter=0`` leaves the colours alone. A step with probability or strength 0 is left out."""
+    ``jitter=0`` leaves the colours alone. A step with probability or strength 0 is left out; other values are
+    checked by the step itself."""
     steps: list[Callable[[Any], Any]] = [RandomResizedCrop(size, scale=scale, ratio=ratio)]
-    if hflip > 0:
+    if hflip != 0:
         steps.append(RandomHorizontalFlip(hflip))
-    if jitter > 0:
+    if jitter != 0:
         steps.append(ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
     return Compose([*steps, ToTensor(), Normalize(mean, std)])
 

@@ -112,6 +112,10 @@ def test_train_augmentations_without_flip_or_jitter_for_characters() -> None:
         out = pipeline(image)
         assert out[0, :, :4].mean() > out[0, :, 12:].mean()  # never mirrored: the bar stays on the left
     assert train_augmentations(hflip=1.0).transforms[1].p == 1.0
+    with pytest.raises(ValueError, match=r"RandomHorizontalFlip: p must be in \[0, 1\], got -0.5"):
+        train_augmentations(hflip=-0.5)
+    with pytest.raises(ValueError, match="brightness"):
+        train_augmentations(jitter=-0.2)
 
 
 @pytest.mark.parametrize("name", ["normalize", "resize_normalize", "train_augmentations", "to_tensor"])
