@@ -2,9 +2,10 @@
 
 :class:`~omlcore.retrieval.ExactKNN` is built for many queries against a large gallery (exact ties, rescaling of
 extreme norms); a web request brings one query. Here the gallery's squared norms (or its normalised rows) are
-computed once, and each call is one matrix product per block of gallery rows plus a top-k, so a batch of queries
-reads the gallery once. The distances are ExactKNN's: Euclidean, or ``1 - cos`` (both clamped at 0); ties are
-ordered by gallery position.
+computed once, and each call is one fused matrix product per block of gallery rows plus a top-k
+(:func:`~omlcore.functional.linear.fused_linear`: oneDNN's GEMM on CPU, about twice as fast as ``torch.addmm`` for
+a few queries), so a batch of queries reads the gallery once. The distances are ExactKNN's: Euclidean, or
+``1 - cos`` (both clamped at 0); ties are ordered by gallery position.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from omlcore.functional.linear import fused_linear
 from omlcore.retrieval.scores import DistanceMetric
 
 __all__ = ["GalleryScan"]
@@ -59,16 +61,15 @@ class GalleryScan:
         queries = queries.float()
         if self.metric == "cosine":
             queries = torch.nn.functional.normalize(queries, dim=1)
+        scaled = queries * (-2.0 if self.metric == "l2" else -1.0)  # exact: a power of two
         width = min(k, len(self.gallery))
         best_scores: list[Tensor] = []
         best_positions: list[Tensor] = []
         with torch.no_grad():
             for start in range(0, len(self.gallery), self.block_rows):
                 block = self.gallery[start : start + self.block_rows]
-                if self.metric == "l2":  # |g|^2 - 2 q.g: the query's own norm is added to the winners only
-                    scores = torch.addmm(self.norms[start : start + len(block)], queries, block.T, alpha=-2)
-                else:
-                    scores = torch.mm(queries, block.T).neg_()
+                # l2: |g|^2 - 2 q.g (the query's own norm is added to the winners only); cosine: 0 - q.g
+                scores = fused_linear(scaled, block, self.norms[start : start + len(block)])
                 if exclude is not None:
                     inside = (exclude >= start) & (exclude < start + len(block))
                     rows = inside.nonzero().flatten()
