@@ -60,8 +60,9 @@ _UNIT_BF16 = 2.0**-8
 _UNIT_FP32 = 2.0**-24
 _ROWS = 64  # queries rescored together
 _MIN_SIDE = 64  # gathered blocks have at least this many rows and columns (padded by repetition)
-_MIN_PAIRS = 1 << 24  # "auto": smaller searches run the exact path (nothing to gain)
+_MIN_PAIRS = 1 << 28  # "auto": smaller searches run the exact path (the one-off trial would cost too much)
 _SPEEDUP_NEEDED = 1.6  # "auto": the bfloat16 block GEMM must beat the float32 one by this factor
+_TRIAL_CHUNKS = 4  # "auto": the end-to-end trial searches this many chunks of items
 _measured: dict[tuple[str, int, int, bool], bool] = {}
 
 
@@ -117,36 +118,77 @@ def _sync(device: torch.device) -> None:
 
 
 def fast_pays(scorer: Scorer, chunk: int, n_pairs: int) -> bool:
-    """The measured rule of ``fast="auto"``: at least ``2^24`` pairs, and on this device the bfloat16 GEMM of a
-    ``chunk x D x chunk`` block at least 1.6 times as fast as the engine's float32 one (measured once per device,
-    dimension, chunk and GEMM kind; the median of 3 alternating timings each)."""
+    """The measured rule of ``fast="auto"``, for searches of at least ``2^28`` pairs: on this device
+
+    1. the bfloat16 GEMM of a ``chunk x D x chunk`` block is at least 1.6 times as fast as the engine's float32 one
+       (the median of 3 alternating timings each), and
+    2. an end-to-end trial, a symmetric top-5 search of ``4 x chunk`` clustered unit-norm items (each excluding
+       itself), takes less time by the fast path than by the exact one (the faster of 2 alternating runs each).
+
+    A fast GEMM is not enough: the fast path screens ``k + 27`` candidates per query instead of ``k`` and rescores
+    them, which on a 2-core AVX-512 BF16 CPU cost more than the GEMM saves (1.86x faster GEMM, 1.41x slower search at
+    N = 50,000; benchmarks/README.md). Measured once per device, dimension, chunk and GEMM kind (about a second on
+    a CPU)."""
     if n_pairs < _MIN_PAIRS:
         return False
     device, dim = scorer.gallery.device, scorer.gallery.shape[1]
     key = (str(device), dim, chunk, scorer.onednn)
     if key not in _measured:
-        generator = torch.Generator().manual_seed(0)
-        size = min(chunk, len(scorer.gallery))
-        rows = torch.randn(size, dim, generator=generator).to(device)
         gemm: CpuGemm = "onednn" if scorer.onednn else "blas"
-        probe = Scorer(rows, torch.randn(size, dim, generator=generator).to(device), "cosine", gemm)
-        whole = slice(0, size)
-        exact_rows, low_rows = probe.row_block(whole), probe.low_precision_rows(whole)
-        timings: dict[bool, list[float]] = {False: [], True: []}
-        with _float32_reductions(device):
-            for _ in range(4):  # the first round warms up and is dropped
-                for low in (False, True):
-                    _sync(device)
-                    start = time.perf_counter()
-                    if low:
-                        probe.low_precision_scores(whole, low_rows, whole)
-                    else:
-                        probe.scores(whole, exact_rows, whole)
-                    _sync(device)
-                    timings[low].append(time.perf_counter() - start)
-        median = {low: sorted(values[1:])[1] for low, values in timings.items()}
-        _measured[key] = median[False] >= _SPEEDUP_NEEDED * median[True]
+        _measured[key] = _gemm_ratio(device, dim, chunk, gemm) >= _SPEEDUP_NEEDED and _trial_pays(
+            device, dim, chunk, gemm
+        )
     return _measured[key]
+
+
+def _gemm_ratio(device: torch.device, dim: int, chunk: int, gemm: CpuGemm) -> float:
+    """How many times faster the bfloat16 block GEMM is than the float32 one (median of 3 alternating timings)."""
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(chunk, dim, generator=generator).to(device)
+    probe = Scorer(rows, torch.randn(chunk, dim, generator=generator).to(device), "cosine", gemm)
+    whole = slice(0, chunk)
+    exact_rows, low_rows = probe.row_block(whole), probe.low_precision_rows(whole)
+    timings: dict[bool, list[float]] = {False: [], True: []}
+    with _float32_reductions(device):
+        for _ in range(4):  # the first round warms up and is dropped
+            for low in (False, True):
+                _sync(device)
+                start = time.perf_counter()
+                if low:
+                    probe.low_precision_scores(whole, low_rows, whole)
+                else:
+                    probe.scores(whole, exact_rows, whole)
+                _sync(device)
+                timings[low].append(time.perf_counter() - start)
+    median = {low: sorted(values[1:])[1] for low, values in timings.items()}
+    return median[False] / max(median[True], 1e-12)
+
+
+def _trial_pays(device: torch.device, dim: int, chunk: int, gemm: CpuGemm, k: int = 5) -> bool:
+    """Whether the fast path beats the exact one on a symmetric search of ``4 x chunk`` clustered unit-norm items
+    (clusters of 8 around random centres, as benchmarks/retrieval.py draws them), each excluding itself."""
+    generator = torch.Generator().manual_seed(0)
+    n = _TRIAL_CHUNKS * chunk
+    centres = torch.randn(n // 8 + 1, dim, generator=generator)
+    items = torch.randn(n, dim, generator=generator).mul_(2.0).add_(centres[torch.arange(n) // 8])
+    items = torch.nn.functional.normalize(items, dim=1).to(device)
+    scorer = Scorer(items, items, "cosine", gemm)
+    keys = torch.arange(n, device=device)
+    exclusions = Exclusions([(keys, keys)])
+    best: dict[bool, float] = {False: _INF, True: _INF}
+    for round_ in range(3):  # the first round warms up and is dropped
+        for fast in (False, True):
+            _sync(device)
+            start = time.perf_counter()
+            if fast:
+                if fast_topk(scorer, k, chunk, True, exclusions) is None:
+                    return False
+            else:
+                fold(RunningTopK(n, k, device), scorer.blocks(chunk, True), exclusions)
+            _sync(device)
+            if round_:
+                best[fast] = min(best[fast], time.perf_counter() - start)
+    return best[True] < best[False]
 
 
 def _padded(positions: Tensor) -> Tensor:

@@ -60,8 +60,9 @@ class ExactKNN:
         cpu_gemm: ``"auto"`` (oneDNN where :func:`~omlcore.functional.linear.onednn_usable`, else BLAS),
             ``"onednn"`` or ``"blas"`` (``torch.addmm``).
         fast: the certified fast path of :mod:`omlcore.retrieval.fast` (bfloat16 candidates, float32 rescoring,
-            the same results bit for bit): ``"auto"`` uses it where a measurement on this machine shows the bfloat16
-            GEMM at least 1.6x faster than the float32 one (and for 2^24 pairs or more; the environment variable
+            the same results bit for bit): ``"auto"`` uses it for searches of 2^28 pairs or more where a measurement on
+            this machine shows the bfloat16 GEMM at least 1.6x faster than the float32 one and a trial search faster
+            end to end (:func:`~omlcore.retrieval.fast.fast_pays`; the environment variable
             ``OMLCORE_FAST_KNN=on|off`` overrides ``"auto"``), ``"on"`` always, ``"off"`` never.
 
     Inputs of any floating dtype are searched in float32; distances record no gradient.

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from omlcore.retrieval import ExactKNN, RetrievalInputError, RetrievalResults
+from omlcore.retrieval import fast as fast_module
 from omlcore.retrieval.fast import FAST_ENV, _bounds, fast_pays
 from omlcore.retrieval.scores import make_scorer
 
@@ -157,3 +158,22 @@ def test_on_refuses_lower_precision_float32_matmuls() -> None:
 def test_fast_must_be_a_known_mode() -> None:
     with pytest.raises(ValueError, match="fast must be"):
         ExactKNN(fast="sometimes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("ratio", "trial", "expected"), [(1.2, True, False), (2.0, False, False), (2.0, True, True)])
+def test_auto_needs_a_faster_gemm_and_a_faster_trial_search(
+    monkeypatch: pytest.MonkeyPatch, ratio: float, trial: bool, expected: bool
+) -> None:
+    monkeypatch.setattr(fast_module, "_measured", {})
+    monkeypatch.setattr(fast_module, "_gemm_ratio", lambda *args: ratio)
+    monkeypatch.setattr(fast_module, "_trial_pays", lambda *args: trial)
+    scorer = make_scorer(torch.randn(4, 8), torch.randn(4, 8), "l2")
+    assert fast_pays(scorer, 64, 1 << 30) is expected
+    assert not fast_pays(scorer, 64, 1 << 20)  # below 2^28 pairs: never measured, the exact path
+
+
+def test_the_trial_times_both_paths_and_refuses_an_unreproducible_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert isinstance(fast_module._trial_pays(cpu, 16, 64, "blas"), bool)
+    monkeypatch.setattr(fast_module, "fast_topk", lambda *args: None)
+    assert fast_module._trial_pays(cpu, 16, 64, "blas") is False
