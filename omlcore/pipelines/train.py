@@ -9,23 +9,18 @@ queries). ``resume: <run folder>`` continues an interrupted run in its folder.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import torch
 from torch.utils.data import DataLoader
 
-from omlcore.config import Config, ConfigError, accepts, build_component
+from omlcore.config import ConfigError, accepts, build_component
 from omlcore.datasets import ImageLabeledDataset, ImageQueryGalleryDataset
 from omlcore.errors import DataValidationError, RunInterrupted
-from omlcore.keys import SPLIT_COLUMN, SPLIT_VALIDATION
 from omlcore.pipelines.common import (
     BEST_CHECKPOINT,
-    CHECKPOINTS,
     EXTRACTOR_CHECKPOINT,
     ConfigSource,
     RunFolder,
@@ -36,6 +31,13 @@ from omlcore.pipelines.common import (
     load_extractor,
     prepare,
     seed_everything,
+)
+from omlcore.pipelines.epochs import (
+    BestEpoch,
+    check_declared_metric,
+    component_factory,
+    has_validation_rows,
+    previous_history,
 )
 from omlcore.pipelines.resume import find_resume
 from omlcore.pipelines.tracking import build_callbacks, finalizing, open_tracker
@@ -84,7 +86,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
     train_set = ImageLabeledDataset(csv_path, root, train_transform, check_images=check)
     val_set = (
         ImageQueryGalleryDataset(csv_path, root, val_transform, check_images=check)
-        if _has_validation_rows(csv_path)
+        if has_validation_rows(csv_path)
         else None
     )
     sampler_args: dict[str, Any] = {}
@@ -104,8 +106,8 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
     job = FitJob(
         model=model,
         loss=loss,
-        build_optimizer=_builder("optimizer", config["optimizer"], source),
-        build_scheduler=_builder("scheduler", config["scheduler"], source) if config["scheduler"] else None,
+        build_optimizer=component_factory("optimizer", config["optimizer"], source),
+        build_scheduler=component_factory("scheduler", config["scheduler"], source) if config["scheduler"] else None,
         train_loader=loader,
         val_dataset=val_set,
         metric=metric,
@@ -118,7 +120,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
     _try_optimizer(job)
     job.callbacks = build_callbacks(config, runner)
     if val_set is not None:
-        _check_declared_metric(config, metric, val_set, source)
+        check_declared_metric(config, metric, val_set, source)
 
     if resume is not None and resume.folder is not None:
         run = RunFolder.resume(resume.folder, config, "train", runner)
@@ -137,7 +139,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
             assert val_set is not None and metric is not None
             return flat_scalars(runner.evaluate(model, val_set, metric, batch_size, num_workers))
 
-        best = _BestEpoch(config, run, model, source) if val_set is not None else None
+        best = BestEpoch(config, run, model, source) if val_set is not None else None
         untrained: dict[str, float] = {}
         if val_set is not None and config["validate_untrained"] and resume is None:
             untrained = evaluate()
@@ -146,7 +148,7 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
             if best is not None:
                 best.check(untrained)  # an unknown metric name stops the run before training
 
-        previous = _previous_history(run.path, source) if resume is not None and resume.folder is not None else []
+        previous = previous_history(run.path, source) if resume is not None and resume.folder is not None else []
         history: dict[int, dict[str, float]] = {int(record["epoch"]): record for record in previous}
 
         def on_epoch(record: dict[str, float]) -> None:
@@ -191,95 +193,12 @@ def train(config: ConfigSource, overrides: Sequence[str] = ()) -> TrainResult:
         return TrainResult(run.path, [history[e] for e in sorted(history)], untrained, trained)
 
 
-def _builder(kind: str, spec: Mapping[str, Any], source: str | None) -> Callable[[Any], Any]:
-    """``first -> build_component(kind, spec, kind, first)``: the optimizer's and the scheduler's factories."""
-    return lambda first: build_component(kind, spec, kind, first, source=source)
-
-
 def _try_optimizer(job: FitJob) -> None:
     """Build the optimizer and scheduler once on throwaway copies, so that a bad argument value (``lr: -1``) stops
     the run before its folder exists. The runner builds the ones it trains with."""
     optimizer = job.build_optimizer(job.trainable_parameters())
     if job.build_scheduler is not None:
         job.build_scheduler(optimizer)
-
-
-class _BestEpoch:
-    """Saves the extractor to ``checkpoints/best.pt`` after each epoch that is the best so far by a metric."""
-
-    def __init__(self, config: Config, run: RunFolder, model: torch.nn.Module, source: str | None) -> None:
-        self.key: str | None = config["metric_for_checkpointing"]
-        self.larger_is_better = config["mode_for_checkpointing"] == "max"
-        self.source = source
-        self.run = run
-        self.model = model
-
-    def check(self, metrics: Mapping[str, float]) -> None:
-        """A clear error if the validation does not report the metric (it names the ones it does report)."""
-        _check_reported(self.key, metrics, self.source)
-
-    def update(self, record: Mapping[str, float], earlier: Sequence[Mapping[str, float]]) -> None:
-        """Save the weights if ``record`` beats every ``earlier`` epoch (NaN never does)."""
-        if self.key is None:
-            return
-        self.check(record)  # in every process that has the record, so that a distributed run stops as one
-        if not self.run.primary:
-            return
-        value = float(record[self.key])
-        previous = [float(r[self.key]) for r in earlier if self.key in r and r[self.key] == r[self.key]]
-        best_before = (max if self.larger_is_better else min)(previous, default=None)
-        if value != value or (
-            best_before is not None and (value <= best_before if self.larger_is_better else value >= best_before)
-        ):
-            return
-        self.run.save_weights(BEST_CHECKPOINT, self.model)
-        epoch = int(record["epoch"]) + 1
-        self.run.log(f"best {self.key} so far ({value:.4f}, epoch {epoch}): {CHECKPOINTS}/{BEST_CHECKPOINT}")
-
-
-def _check_reported(key: str | None, metrics: Mapping[str, Any], source: str | None) -> None:
-    if key is not None and key not in metrics:
-        names = ", ".join(name for name in metrics if name not in ("epoch", "loss") and "/" in name)
-        raise ConfigError(
-            "metric_for_checkpointing",
-            f"the validation reports no metric '{key}'; it reports: {names}; or set it to null",
-            source,
-        )
-
-
-def _check_declared_metric(config: Config, metric: Any, dataset: ImageQueryGalleryDataset, source: str | None) -> None:
-    """``metric_for_checkpointing`` against the names the metric declares (``metric_names``), before training."""
-    names = getattr(metric, "metric_names", None)
-    if callable(names):
-        categories = [] if dataset.categories is None else [str(c) for c in dataset.categories.tolist()]
-        _check_reported(config["metric_for_checkpointing"], dict.fromkeys(names(categories)), source)
-
-
-def _previous_history(folder: Path, source: str | None) -> list[dict[str, Any]]:
-    """The epoch records of the run being resumed (``metrics.json``; none if it has none yet)."""
-    path = folder / "metrics.json"
-    if not path.is_file():
-        return []
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(
-            "resume",
-            f"'{path}' is not valid JSON ({error}); it holds the records of the epochs done: restore it, or move it "
-            "away to resume without the earlier epochs' records",
-            source,
-        ) from None
-    if not isinstance(loaded, list):
-        raise ConfigError(
-            "resume", f"'{path}' does not hold a list of epoch records; restore it or move it away", source
-        )
-    return [dict(record) for record in loaded if isinstance(record, Mapping)]
-
-
-def _has_validation_rows(csv_path: Path) -> bool:
-    """Whether the (already validated) dataset CSV has rows of the validation split."""
-    split = pd.read_csv(csv_path, dtype=str, keep_default_na=False, usecols=[SPLIT_COLUMN])[SPLIT_COLUMN]
-    return bool(split.eq(SPLIT_VALIDATION).any())
 
 
 def _label2category(dataset: ImageLabeledDataset, sampler: str, source: str | None) -> dict[int, str]:

@@ -52,16 +52,16 @@ from omlcore.pipelines.common import (
     seed_everything,
     write_atomically,
 )
+from omlcore.pipelines.epochs import (
+    BestEpoch,
+    check_declared_metric,
+    component_factory,
+    has_validation_rows,
+    previous_history,
+)
 from omlcore.pipelines.resume import find_resume
 from omlcore.pipelines.tracking import build_callbacks, finalizing, open_tracker
-from omlcore.pipelines.train import (
-    TrainResult,
-    _BestEpoch,
-    _builder,
-    _check_declared_metric,
-    _has_validation_rows,
-    _previous_history,
-)
+from omlcore.pipelines.train import TrainResult
 from omlcore.postprocessing.pairwise import PairwiseReranker
 from omlcore.protocols import FitJob, Runner
 
@@ -141,7 +141,7 @@ def train_reranker(config: ConfigSource, overrides: Sequence[str] = ()) -> Train
     mining_items = ImageLabeledDataset(csv_path, root, val_transform, check_images="none")
     val_set = (
         ImageQueryGalleryDataset(csv_path, root, val_transform, check_images=check)
-        if _has_validation_rows(csv_path)
+        if has_validation_rows(csv_path)
         else None
     )
     extractor = load_extractor(config, runner)
@@ -155,15 +155,15 @@ def train_reranker(config: ConfigSource, overrides: Sequence[str] = ()) -> Train
         raise ConfigError("metric", f"'{config['metric.name']}' takes no postprocessor; use embedding_metrics", source)
     metric.postprocessor = PairwiseReranker(top_n, pairwise, batch_size=batch_size, num_workers=num_workers)
     _check_retrieved(metric, top_n, source)
-    build_optimizer = _builder("optimizer", config["optimizer"], source)
-    build_scheduler = _builder("scheduler", config["scheduler"], source) if config["scheduler"] else None
+    build_optimizer = component_factory("optimizer", config["optimizer"], source)
+    build_scheduler = component_factory("scheduler", config["scheduler"], source) if config["scheduler"] else None
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad])  # bad arguments stop here
     if build_scheduler is not None:
         build_scheduler(optimizer)
     callbacks = build_callbacks(config, runner)
     best_key = _postprocessed_key(config["metric_for_checkpointing"])
     if val_set is not None:
-        _check_declared_metric(_with_best_key(config, best_key), metric, val_set, source)
+        check_declared_metric(_with_best_key(config, best_key), metric, val_set, source)
 
     if resume is not None and resume.folder is not None:
         run = RunFolder.resume(resume.folder, config, "train_reranker", runner)
@@ -202,7 +202,7 @@ def train_reranker(config: ConfigSource, overrides: Sequence[str] = ()) -> Train
             assert val_set is not None
             return flat_scalars(runner.evaluate(model, val_set, metric, batch_size, num_workers))
 
-        best = _BestEpoch(config, run, pairwise, source) if val_set is not None else None
+        best = BestEpoch(config, run, pairwise, source) if val_set is not None else None
         if best is not None:
             best.key = best_key
         untrained: dict[str, float] = {}
@@ -213,7 +213,7 @@ def train_reranker(config: ConfigSource, overrides: Sequence[str] = ()) -> Train
             if best is not None:
                 best.check(untrained)
 
-        previous = _previous_history(run.path, source) if resume is not None and resume.folder is not None else []
+        previous = previous_history(run.path, source) if resume is not None and resume.folder is not None else []
         history: dict[int, dict[str, float]] = {int(record["epoch"]): record for record in previous}
         shown_keys = ("loss", "OVERALL/cmc/1", f"{POSTPROCESSED}OVERALL/cmc/1")
 
