@@ -25,7 +25,7 @@ def test_the_shipped_default_config_loads_by_name_with_defaults_filled_in() -> N
 
 def test_the_runner_switches_by_override() -> None:
     config = load_config("glyphs", ["runner.name=lightning", "runner.args.devices=1"])
-    assert config["runner"] == {"name": "lightning", "args": {"epochs": 25, "devices": 1}}
+    assert config["runner"] == {"name": "lightning", "args": {"epochs": 50, "devices": 1}}
 
 
 @pytest.mark.parametrize("name", recipe_names())
