@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -141,32 +141,44 @@ def fast_pays(scorer: Scorer, chunk: int, n_pairs: int) -> bool:
     return _measured[key]
 
 
+def _alternating_timings(
+    device: torch.device, actions: dict[bool, Callable[[], object]], rounds: int
+) -> dict[bool, list[float]]:
+    """Seconds of each action over ``rounds`` rounds, the actions alternating within a round (so that a noisy
+    spell of a shared machine hits both alike)."""
+    timings: dict[bool, list[float]] = {name: [] for name in actions}
+    for _ in range(rounds):
+        for name, action in actions.items():
+            _sync(device)
+            start = time.perf_counter()
+            action()
+            _sync(device)
+            timings[name].append(time.perf_counter() - start)
+    return timings
+
+
 def _gemm_ratio(device: torch.device, dim: int, chunk: int, gemm: CpuGemm) -> float:
-    """How many times faster the bfloat16 block GEMM is than the float32 one (median of 3 alternating timings)."""
+    """How many times faster the bfloat16 block GEMM is than the float32 one (median of 3 alternating timings,
+    after one untimed round)."""
     generator = torch.Generator().manual_seed(0)
     rows = torch.randn(chunk, dim, generator=generator).to(device)
     probe = Scorer(rows, torch.randn(chunk, dim, generator=generator).to(device), "cosine", gemm)
     whole = slice(0, chunk)
     exact_rows, low_rows = probe.row_block(whole), probe.low_precision_rows(whole)
-    timings: dict[bool, list[float]] = {False: [], True: []}
+    actions: dict[bool, Callable[[], object]] = {
+        False: lambda: probe.scores(whole, exact_rows, whole),
+        True: lambda: probe.low_precision_scores(whole, low_rows, whole),
+    }
     with _float32_reductions(device):
-        for _ in range(4):  # the first round warms up and is dropped
-            for low in (False, True):
-                _sync(device)
-                start = time.perf_counter()
-                if low:
-                    probe.low_precision_scores(whole, low_rows, whole)
-                else:
-                    probe.scores(whole, exact_rows, whole)
-                _sync(device)
-                timings[low].append(time.perf_counter() - start)
+        timings = _alternating_timings(device, actions, 4)
     median = {low: sorted(values[1:])[1] for low, values in timings.items()}
     return median[False] / max(median[True], 1e-12)
 
 
 def _trial_pays(device: torch.device, dim: int, chunk: int, gemm: CpuGemm, k: int = 5) -> bool:
     """Whether the fast path beats the exact one on a symmetric search of ``4 x chunk`` clustered unit-norm items
-    (clusters of 8 around random centres, as benchmarks/retrieval.py draws them), each excluding itself."""
+    (clusters of 8 around random centres, as benchmarks/retrieval.py draws them), each excluding itself: the faster
+    of 2 alternating runs each, after one untimed round (where an unreproducible probe makes the fast path lose)."""
     generator = torch.Generator().manual_seed(0)
     n = _TRIAL_CHUNKS * chunk
     centres = torch.randn(n // 8 + 1, dim, generator=generator)
@@ -175,20 +187,15 @@ def _trial_pays(device: torch.device, dim: int, chunk: int, gemm: CpuGemm, k: in
     scorer = Scorer(items, items, "cosine", gemm)
     keys = torch.arange(n, device=device)
     exclusions = Exclusions([(keys, keys)])
-    best: dict[bool, float] = {False: _INF, True: _INF}
-    for round_ in range(3):  # the first round warms up and is dropped
-        for fast in (False, True):
-            _sync(device)
-            start = time.perf_counter()
-            if fast:
-                if fast_topk(scorer, k, chunk, True, exclusions) is None:
-                    return False
-            else:
-                fold(RunningTopK(n, k, device), scorer.blocks(chunk, True), exclusions)
-            _sync(device)
-            if round_:
-                best[fast] = min(best[fast], time.perf_counter() - start)
-    return best[True] < best[False]
+    actions: dict[bool, Callable[[], object]] = {
+        False: lambda: fold(RunningTopK(n, k, device), scorer.blocks(chunk, True), exclusions),
+        True: lambda: fast_topk(scorer, k, chunk, True, exclusions),
+    }
+    actions[False]()
+    if actions[True]() is None:
+        return False
+    timings = _alternating_timings(device, actions, 2)
+    return min(timings[True]) < min(timings[False])
 
 
 def _padded(positions: Tensor) -> Tensor:
