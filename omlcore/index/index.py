@@ -31,7 +31,6 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 import omlcore
@@ -52,7 +51,7 @@ from omlcore.postprocessing import RetrievalContext, build_postprocessor, check_
 from omlcore.protocols import KNNBackend, Postprocessor
 from omlcore.retrieval import ExactKNN, QueryGallerySplit, RetrievalResults, relevant_counts
 from omlcore.retrieval.scores import DistanceMetric, Exclude
-from omlcore.retrieval.sharded import merge_across_ranks, shard_bounds
+from omlcore.retrieval.sharded import merge_across_ranks, rank_and_world, shard_bounds
 from omlcore.retrieval.validation import as_embeddings, as_int_keys, check_finite
 
 __all__ = ["Index", "IndexDtype", "PersistableKNN"]
@@ -120,6 +119,12 @@ class _Segment:
             return self.embeddings
         assert self.file is not None
         return np.load(self.file, mmap_mode="r")
+
+
+def _read(piece: tuple[_Segment, int, int]) -> Tensor:
+    """Rows ``begin .. end`` of a segment as a float32 tensor."""
+    segment, begin, end = piece
+    return torch.from_numpy(np.asarray(segment.rows(begin, end), dtype=np.float32))
 
 
 class Index:
@@ -415,26 +420,25 @@ class Index:
         context = RetrievalContext(split, self.metric, backend, dataset=dataset, gallery_dataset=gallery_dataset)
         return check_postprocessed(results, step.process(results, context), type(step).__name__)
 
-    def _blocks(self, block_rows: int, start: int = 0) -> Iterator[Tensor]:
-        """The gallery from row ``start`` on, as float32 blocks of at most ``block_rows`` rows."""
-        offset = 0
+    def _pieces(self, block_rows: int, start: int = 0) -> list[tuple[_Segment, int, int]]:
+        """``(segment, begin, end)`` of every block of at most ``block_rows`` rows, from gallery row ``start`` on."""
+        pieces, offset = [], 0
         for segment in self._segments:
             first, offset = max(start - offset, 0), offset + len(segment)
-            for begin in range(first, len(segment), block_rows):
-                rows = segment.rows(begin, min(begin + block_rows, len(segment)))
-                yield torch.from_numpy(np.asarray(rows, dtype=np.float32))
+            pieces += [(segment, b, min(b + block_rows, len(segment))) for b in range(first, len(segment), block_rows)]
+        return pieces
+
+    def _blocks(self, block_rows: int, start: int = 0) -> Iterator[Tensor]:
+        """The gallery from row ``start`` on, as float32 blocks of at most ``block_rows`` rows."""
+        return (_read(piece) for piece in self._pieces(block_rows, start))
 
     def _shard(self, block_rows: int) -> tuple[int, Iterator[Tensor]]:
         """This rank's share of the blocks :meth:`_blocks` yields: its first row, and its blocks."""
-        pieces = []  # (segment, begin, end) of every block, in order
-        for segment in self._segments:
-            pieces += [(segment, b, min(b + block_rows, len(segment))) for b in range(0, len(segment), block_rows)]
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        pieces = self._pieces(block_rows)
+        rank, world = rank_and_world()
         bounds = shard_bounds([end - begin for _, begin, end in pieces], world)
-        mine = pieces[bounds[rank] : bounds[rank + 1]]
         first = sum(end - begin for _, begin, end in pieces[: bounds[rank]])
-        blocks = (torch.from_numpy(np.asarray(segment.rows(b, e), dtype=np.float32)) for segment, b, e in mine)
-        return first, blocks
+        return first, (_read(piece) for piece in pieces[bounds[rank] : bounds[rank + 1]])
 
     def _gallery_tensor(self) -> Tensor:
         return torch.from_numpy(np.array(self.embeddings(), dtype=np.float32))  # a copy: files are read-only

@@ -15,16 +15,24 @@ import torch.distributed as dist
 from torch import Tensor
 
 from omlcore.retrieval.knn import ExactKNN
-from omlcore.retrieval.scores import CpuGemm, DistanceMetric, Exclude, default_chunk_size, is_symmetric
+from omlcore.retrieval.scores import (
+    CpuGemm,
+    DistanceMetric,
+    Exclude,
+    chunk_slices,
+    default_chunk_size,
+    is_symmetric,
+)
 from omlcore.retrieval.topk import smallest_pairs
 from omlcore.retrieval.validation import as_embeddings
 
-__all__ = ["ShardedKNN", "merge_across_ranks", "shard_bounds"]
+__all__ = ["ShardedKNN", "merge_across_ranks", "rank_and_world", "shard_bounds"]
 
 _INF = float("inf")
 
 
-def _group_size(group: dist.ProcessGroup | None) -> tuple[int, int]:
+def rank_and_world(group: dist.ProcessGroup | None = None) -> tuple[int, int]:
+    """``(rank, world size)`` in ``group`` (default: the default group); ``(0, 1)`` without a process group."""
     if not (dist.is_available() and dist.is_initialized()):
         return 0, 1
     return dist.get_rank(group), dist.get_world_size(group)
@@ -50,7 +58,7 @@ def merge_across_ranks(
     if pad > 0:
         scores = torch.nn.functional.pad(scores, (0, pad), value=_INF)
         indices = torch.nn.functional.pad(indices, (0, pad), value=-1)
-    _, world = _group_size(group)
+    _, world = rank_and_world(group)
     if world > 1:
         gathered_scores = [torch.empty_like(scores) for _ in range(world)]
         gathered_indices = [torch.empty_like(indices) for _ in range(world)]
@@ -86,9 +94,9 @@ class ShardedKNN:
     def search(self, queries: Tensor, gallery: Tensor, k: int, exclude: Exclude | None = None) -> tuple[Tensor, Tensor]:
         """See :meth:`ExactKNN.search <omlcore.retrieval.knn.ExactKNN.search>`."""
         queries, gallery = as_embeddings("queries", queries), as_embeddings("gallery", gallery)
-        rank, world = _group_size(self.group)
+        rank, world = rank_and_world(self.group)
         chunk = self.exact.chunk_size or default_chunk_size(queries.device)
-        n_chunks = -(-len(gallery) // chunk)
+        n_chunks = len(chunk_slices(len(gallery), chunk))
         symmetric = is_symmetric(queries, gallery, exclude)
         work = [j + 1 if symmetric else 1 for j in range(n_chunks)]  # blocks per column chunk
         bounds = shard_bounds(work, world)
