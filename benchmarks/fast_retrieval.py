@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retrieval import machine, make_data, run_worker, versions
+from retrieval import chosen, machine, make_data, run_worker, versions
 
 MODES = ("exact", "fast", "fnmr", "fnmr_before")
 FMR = (0.001, 0.01, 0.1)
@@ -176,9 +176,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.n, args.dim, args.k)))
         return
-    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
-    if set(modes) - set(MODES):
-        parser.error(f"unknown modes {sorted(set(modes) - set(MODES))}; choose from {', '.join(MODES)}")
+    modes = chosen(parser, args.modes, MODES, "modes")
     probe = gemm_probe(args.dim)
     runs = []
     for repetition in range(args.repeat):

@@ -31,6 +31,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,15 @@ def busy_cpu_seconds() -> float:
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def chosen(parser: argparse.ArgumentParser, text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """The names in the comma-separated ``text``; a parser error names those not in ``allowed``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = set(names) - set(allowed)
+    if unknown:
+        parser.error(f"unknown {what} {sorted(unknown)}; choose from {', '.join(allowed)}")
+    return names
 
 
 def run_worker(command: list[str], what: str) -> dict[str, Any]:
@@ -320,10 +330,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.n, args.dim, args.device)))
         return
-    libraries = [name.strip() for name in args.libraries.split(",") if name.strip()]
-    unknown = set(libraries) - set(LIBRARIES)
-    if unknown:
-        parser.error(f"unknown libraries {sorted(unknown)}; choose from {', '.join(LIBRARIES)}")
+    libraries = chosen(parser, args.libraries, LIBRARIES, "libraries")
     every: list[dict[str, Any]] = []
     for repetition in range(args.repeat):  # interleaved, so that a noisy spell hits every library alike
         for library in libraries:
