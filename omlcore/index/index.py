@@ -381,7 +381,10 @@ class Index:
         width = min(k, len(self))
         backend = self._backend()
         if sharded and backend is not None:
-            raise ValueError(f"sharded=True searches with the exact backend only; this index uses {self.backend_spec}")
+            raise ValueError(
+                f"sharded=True searches with the exact backend only; this index uses {self.backend_spec}: search "
+                "without sharded=True, or build an index with backend='exact' to shard the search"
+            )
         if backend is None:
             knn = ExactKNN(self.metric)
             if sharded:

@@ -136,3 +136,10 @@ def test_ivf_trains_on_an_evenly_spaced_sample_of_the_blocks(monkeypatch: pytest
     assert np.array_equal(sample, gallery[::2].numpy())
     distances, found = knn.search_fitted(gallery[[5, 999]], k=1)
     assert found[:, 0].tolist() == [5, 999] and distances.abs().max() == 0
+
+
+def test_sharded_search_is_refused_for_a_persisted_backend_and_names_the_backend() -> None:
+    gallery = torch.randn(200, 8, generator=torch.Generator().manual_seed(4))
+    index = Index.build(gallery, backend=IVF)
+    with pytest.raises(ValueError, match=r"exact backend only.*faiss\.ivf.*without sharded=True"):
+        index.search(gallery[:3], 2, sharded=True)
